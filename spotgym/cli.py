@@ -1,0 +1,83 @@
+"""The ``spotgym`` command: data download / check / resample (more subcommands join as they land)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _data_download(args: argparse.Namespace) -> int:
+    from spotgym.data.download import download_ohlcv
+
+    result = download_ohlcv(args.symbol, args.timeframe, since=args.since, exchange=args.exchange,
+                            data_dir=args.data_dir, progress=not args.quiet)
+    print(f"{result.path}: {result.rows_added:,} new bars, {result.rows_total:,} in total")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from spotgym.data import BarsError, inspect_bars
+
+    status = 0
+    for path in args.paths:
+        try:
+            print(inspect_bars(path, timeframe=args.timeframe).summary())
+        except (BarsError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+        print()
+    return status
+
+
+def _data_resample(args: argparse.Namespace) -> int:
+    from spotgym.data import load_bars, resample_bars
+
+    bars = resample_bars(load_bars(args.path, gap_policy="mark"), args.timeframe)
+    out = Path(args.out)
+    frame = bars.reset_index(drop=True)
+    frame.insert(0, "timestamp", bars.index.as_unit("ms").asi8)
+    if out.name.endswith(".parquet"):
+        frame.to_parquet(out, index=False)
+    else:
+        frame.to_csv(out, index=False)
+    print(f"{out}: {len(bars):,} {args.timeframe} bars ({bars.attrs['dropped_buckets']} incomplete buckets dropped)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spotgym", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="download, check and resample market data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+
+    dl = data_sub.add_parser("download", help="download OHLCV bars through ccxt into the local cache (resumable)")
+    dl.add_argument("--symbol", required=True, help="market symbol, e.g. ETH/USDT")
+    dl.add_argument("--timeframe", required=True, help="bar length, e.g. 1m, 5m, 1h")
+    dl.add_argument("--since", default=None, help="first bar (ISO date or ms) for a fresh cache; default 2017-08-17")
+    dl.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
+    dl.add_argument("--data-dir", default=None, help="cache root (default $SPOTGYM_CACHE or ~/.cache/spotgym)")
+    dl.add_argument("--quiet", action="store_true", help="no progress bar")
+    dl.set_defaults(func=_data_download)
+
+    check = data_sub.add_parser("check", help="validate bar files and print rows, span, gaps, zero-volume bars")
+    check.add_argument("paths", nargs="+", help="CSV / CSV.gz / parquet files or cache specs (binance:ETH/USDT:1h)")
+    check.add_argument("--timeframe", default=None, help="expected timeframe (default: from the file name or data)")
+    check.set_defaults(func=_data_check)
+
+    rs = data_sub.add_parser("resample", help="aggregate bars to a coarser timeframe (incomplete buckets dropped)")
+    rs.add_argument("path", help="source bar file or cache spec")
+    rs.add_argument("--timeframe", required=True, help="target timeframe, e.g. 1h")
+    rs.add_argument("--out", required=True, help="output .csv, .csv.gz or .parquet")
+    rs.set_defaults(func=_data_resample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

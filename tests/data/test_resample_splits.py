@@ -1,0 +1,81 @@
+"""Resampling against the shipped coarser files, and the walk-forward splitter's boundaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spotgym.data import WalkForward, load_bars, resample_bars
+
+
+def test_eth_1m_resampled_to_1h_equals_shipped_1h(eth_1m_path, eth_1h_path):
+    hourly = resample_bars(load_bars(eth_1m_path), "1h")
+    shipped = load_bars(eth_1h_path)
+    # 2024-07-26T14:16 .. 2024-08-25T14:23: the first and last hour are partial and dropped
+    assert hourly.index[0] == pd.Timestamp("2024-07-26T15:00Z")
+    assert hourly.index[-1] == pd.Timestamp("2024-08-25T13:00Z")
+    assert len(hourly) == 719 and hourly.attrs["dropped_buckets"] == 2
+    ref = shipped.loc[hourly.index]
+    np.testing.assert_array_equal(hourly[["open", "high", "low", "close"]].to_numpy(),
+                                  ref[["open", "high", "low", "close"]].to_numpy())
+    np.testing.assert_allclose(hourly["volume"].to_numpy(), ref["volume"].to_numpy(), rtol=1e-12)
+
+
+def test_resample_drops_buckets_with_gaps_or_synthetic_bars(eth_5m_path):
+    bars = load_bars(eth_5m_path, start="2023-03-24", end="2023-03-24T23:55")  # 16 missing bars 12:40..13:55
+    hourly = resample_bars(bars, "1h")
+    assert pd.Timestamp("2023-03-24T12:00Z") not in hourly.index
+    assert pd.Timestamp("2023-03-24T13:00Z") not in hourly.index
+    assert len(hourly) == 22
+    filled = resample_bars(load_bars(eth_5m_path, "fill", start="2023-03-24", end="2023-03-24T23:55"), "1h")
+    assert len(filled) == 22  # gap-filled (synthetic) bars never make a bucket complete
+
+
+def test_resample_rejects_finer_or_non_multiple(eth_1h_path):
+    bars = load_bars(eth_1h_path, end="2017-09-01")
+    with pytest.raises(ValueError, match="whole multiple"):
+        resample_bars(bars, "90m")
+    with pytest.raises(ValueError, match="whole multiple"):
+        resample_bars(bars, "1m")
+
+
+def test_walk_forward_boundaries_purge_and_embargo():
+    folds = WalkForward(n_folds=3, val_size=100, test_size=200, purge=5, embargo=2).split(2000)
+    assert [(f.train, f.val, f.test) for f in folds] == [
+        (range(0, 1058), range(1065, 1165), range(1172, 1372)),
+        (range(0, 1372), range(1379, 1479), range(1486, 1686)),
+        (range(0, 1686), range(1693, 1793), range(1800, 2000)),
+    ]
+    for f in folds:  # chronological, disjoint, separated by purge + embargo
+        assert f.train.stop + 7 == f.val.start and f.val.stop + 7 == f.test.start
+
+
+def test_walk_forward_rolling_window_inside_an_outer_span():
+    folds = WalkForward(n_folds=2, test_size=100, train_size=300, expanding=False).split(range(1000, 2000))
+    assert [(f.train, f.test) for f in folds] == [(range(1500, 1800), range(1800, 1900)),
+                                                  (range(1600, 1900), range(1900, 2000))]
+    assert all(len(f.val) == 0 for f in folds)
+
+
+def test_walk_forward_default_sizes_cover_the_tail():
+    folds = WalkForward(n_folds=4, purge=3).split(1000)
+    assert folds[-1].test.stop == 1000
+    assert all(len(f.test) == len(folds[0].test) for f in folds)
+    assert folds[0].train.stop >= 250  # min_train = 25 %
+    for a, b in zip(folds, folds[1:]):
+        assert a.test.stop + 3 == b.test.start and b.train.stop == a.test.stop
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_folds": 0}, "n_folds"), ({"purge": -1}, "purge"), ({"test_size": 1.5}, "test_size"),
+    ({"expanding": False}, "train_size"),
+])
+def test_walk_forward_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WalkForward(**kwargs)
+
+
+def test_walk_forward_too_few_rows():
+    with pytest.raises(ValueError, match="too few"):
+        WalkForward(n_folds=10, val_size=50, purge=10).split(300)
