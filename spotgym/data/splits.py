@@ -25,7 +25,9 @@ class WalkForward:
     """Split rows into ``n_folds`` chronological folds: train -> validation -> test.
 
     The last part of the span is cut into ``n_folds`` consecutive test blocks of ``test_size``
-    rows; each fold's validation block (``val_size`` rows, may be 0) sits right before its test
+    rows (``n_folds=None``: as many blocks of ``test_size`` rows as fit, anchored at the *start*
+    of the span after ``min_train`` rows, the last one possibly shorter — the fold boundaries
+    then do not depend on how much data follows, which is what a causal periodic refit needs); each fold's validation block (``val_size`` rows, may be 0) sits right before its test
     block, and its training span is everything before that (``expanding=True``) or the last
     ``train_size`` rows before it (rolling). Sizes are row counts (int) or fractions of the span
     (float in (0, 1)). ``test_size=None`` shares the rows after ``min_train`` equally.
@@ -36,7 +38,7 @@ class WalkForward:
     Use ``purge`` >= the label horizon of any model trained on the earlier segment.
     """
 
-    n_folds: int = 4
+    n_folds: int | None = 4
     test_size: int | float | None = None
     val_size: int | float = 0
     train_size: int | float | None = None
@@ -46,8 +48,13 @@ class WalkForward:
     expanding: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_folds, int) or self.n_folds < 1:
-            raise ValueError(f"WalkForward.n_folds must be an int >= 1, got {self.n_folds!r}")
+        if self.n_folds is None:
+            if not isinstance(self.test_size, int) or not isinstance(self.min_train, int) or \
+                    not isinstance(self.val_size, int):
+                raise ValueError("WalkForward with n_folds=None (start-anchored refits) needs test_size, val_size "
+                                 "and min_train as row counts (ints)")
+        elif not isinstance(self.n_folds, int) or self.n_folds < 1:
+            raise ValueError(f"WalkForward.n_folds must be an int >= 1 or None, got {self.n_folds!r}")
         for name in ("purge", "embargo"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
@@ -70,6 +77,8 @@ class WalkForward:
             raise ValueError("WalkForward.split needs a contiguous range of rows")
         n = len(span)
         gap = self.purge + self.embargo
+        if self.n_folds is None:
+            return self._split_anchored(span)
         val = self._rows(self.val_size, n)
         min_train = self._rows(self.min_train, n)
         if self.test_size is None:
@@ -100,6 +109,24 @@ class WalkForward:
             folds.append(Fold(k, train_r, val_r, test_r))
             test_stop = (val_r.start if val else test_r.start) - gap
         return folds[::-1]
+
+    def _split_anchored(self, span: range) -> list[Fold]:
+        """Start-anchored blocks: fold k tests rows [first + k * test_size, ...), trained on all rows before."""
+        gap = self.purge + self.embargo
+        val, test = int(self.val_size), int(self.test_size)
+        if test < 1:
+            raise ValueError("WalkForward.test_size must be >= 1")
+        first = span.start + int(self.min_train) + (val + gap if val else 0) + gap
+        folds = []
+        for k, start in enumerate(range(first, span.stop, test)):
+            test_r = range(start, min(start + test, span.stop))
+            val_r = range(start - gap - val, start - gap) if val else range(start - gap, start - gap)
+            train_stop = (val_r.start if val else test_r.start) - gap
+            train_start = span.start if self.expanding else max(span.start, train_stop - self._rows(self.train_size, len(span)))
+            folds.append(Fold(k, range(train_start, train_stop), val_r, test_r))
+        if not folds:
+            raise ValueError(f"WalkForward: {len(span)} rows leave no test block after min_train={self.min_train}")
+        return folds
 
     @staticmethod
     def _rows(size: int | float | None, n: int) -> int:

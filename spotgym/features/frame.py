@@ -93,7 +93,7 @@ class FeatureFrame:
             raise KeyError(f"no column {name!r} in FeatureFrame; columns are {list(self.columns)}") from None
 
     # ------------------------------------------------------------------ derived frames
-    def slice(self, start: int | None = None, stop: int | None = None) -> "FeatureFrame":
+    def slice(self, start: int | None = None, stop: int | None = None) -> FeatureFrame:
         """Rows [start, stop) as a new frame (arrays copied, so the result owns its memory)."""
         sl = slice(start, stop)
         return FeatureFrame(
@@ -110,7 +110,7 @@ class FeatureFrame:
         )
 
     def with_columns(self, names: list[str] | tuple[str, ...], values: np.ndarray,
-                     valid: np.ndarray | None = None) -> "FeatureFrame":
+                     valid: np.ndarray | None = None) -> FeatureFrame:
         """A new frame with extra columns appended (e.g. out-of-fold predictor outputs)."""
         values = np.asarray(values, dtype=np.float32)
         if values.ndim == 1:

@@ -79,3 +79,17 @@ def test_walk_forward_bad_config(kwargs, message):
 def test_walk_forward_too_few_rows():
     with pytest.raises(ValueError, match="too few"):
         WalkForward(n_folds=10, val_size=50, purge=10).split(300)
+
+
+def test_walk_forward_anchored_refits_do_not_depend_on_the_future():
+    wf = WalkForward(n_folds=None, test_size=100, val_size=20, min_train=300, purge=4, embargo=1)
+    folds = wf.split(1000)
+    assert folds[0].train == range(0, 300) and folds[0].val == range(305, 325) and folds[0].test == range(330, 430)
+    assert folds[-1].test == range(930, 1000)  # the last block is cut short by the data
+    assert all(b.test.start == a.test.stop for a, b in zip(folds, folds[1:]))
+    # the same folds up to any cut: boundaries are anchored at the start, not the end
+    short = wf.split(650)
+    assert short[:-1] == folds[: len(short) - 1]
+    assert short[-1].test == range(630, 650) and short[-1].train == folds[len(short) - 1].train
+    with pytest.raises(ValueError, match="row counts"):
+        WalkForward(n_folds=None, test_size=0.1)
