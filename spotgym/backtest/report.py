@@ -185,10 +185,11 @@ def _marker_trace(fills: pd.DataFrame, side: str) -> go.Scatter:
     """Every fill of one side at its real time and price, with price/qty/notional/fee on hover."""
     rows = fills[fills["side"] == side]
     buy = side == "buy"
+    size = 11 if len(fills) <= 300 else 8 if len(fills) <= 2000 else 6  # thousands of fills must not hide the candles
     return go.Scatter(
         x=_plot_times(pd.DatetimeIndex(rows["timestamp"])), y=rows["price"].to_numpy(), mode="markers",
         name=f"{'Buy ▲' if buy else 'Sell ▼'} ({len(rows)})", legendgroup="fills",
-        marker={"symbol": "triangle-up" if buy else "triangle-down", "size": 10, "color": _BUY if buy else _SELL,
+        marker={"symbol": "triangle-up" if buy else "triangle-down", "size": size, "color": _BUY if buy else _SELL,
                 "line": {"width": 1, "color": "#ffffff"}},
         customdata=rows[["quantity", "notional", "fee"]].to_numpy(),
         hovertemplate=(f"<b>{side}</b> %{{x|%Y-%m-%d %H:%M}}<br>price %{{y:,.4f}}<br>qty %{{customdata[0]:,.6f}}"
@@ -235,7 +236,7 @@ def _main_figure(candles: pd.DataFrame, curves: dict[str, pd.Series], fills: pd.
     values = np.concatenate([c.to_numpy() for c in curves.values()])
     positive = values[values > 0]
     if len(positive) and positive.max() / positive.min() > 10:
-        fig.update_yaxes(type="log", row=2, col=1)
+        fig.update_yaxes(type="log", dtick=1, row=2, col=1)  # one tick per decade, no "2 5" minor labels
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="equity", row=2, col=1)
     fig.update_yaxes(title_text="below peak", tickformat=".0%", row=3, col=1)
@@ -253,7 +254,8 @@ def _trip_figure(fills: pd.DataFrame) -> go.Figure:
     returns = trips["return"].to_numpy()
     if len(trips):
         width = max(float(np.ptp(returns)) / 40, 1e-4)
-        bins = {"start": float(returns.min()), "end": float(returns.max()) + width, "size": width}
+        start = math.floor(float(returns.min()) / width) * width  # 0 falls on a bin edge
+        bins = {"start": start, "end": float(returns.max()) + width, "size": width}
         for label, mask, color in (("winners", returns > 0, _BUY), ("losers / flat", returns <= 0, _SELL)):
             fig.add_trace(go.Histogram(x=returns[mask], xbins=bins, name=f"{label} ({int(mask.sum())})",
                                        marker_color=color, opacity=0.8,
