@@ -9,9 +9,11 @@ from pathlib import Path
 
 def _data_download(args: argparse.Namespace) -> int:
     from spotgym.data.download import download_ohlcv
+    from spotgym.exchange import make_exchange
 
+    client = make_exchange(args.exchange, mode="sim", sim_url=args.sim_url) if args.sim_url else None
     result = download_ohlcv(args.symbol, args.timeframe, since=args.since, exchange=args.exchange,
-                            data_dir=args.data_dir, progress=not args.quiet)
+                            data_dir=args.data_dir, client=client, progress=not args.quiet)
     print(f"{result.path}: {result.rows_added:,} new bars, {result.rows_total:,} in total")
     return 0
 
@@ -58,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--since", default=None, help="first bar (ISO date or ms) for a fresh cache; default 2017-08-17")
     dl.add_argument("--exchange", default="binance", help="ccxt exchange id (default binance)")
     dl.add_argument("--data-dir", default=None, help="cache root (default $SPOTGYM_CACHE or ~/.cache/spotgym)")
+    dl.add_argument("--sim-url", default=None,
+                    help="download from a local replay server (spotgym.sim) at this URL instead of the exchange")
     dl.add_argument("--quiet", action="store_true", help="no progress bar")
     dl.set_defaults(func=_data_download)
 

@@ -34,3 +34,21 @@ def test_data_resample_writes_a_loadable_file(tmp_path, eth_1m_path, capsys):
     written = pd.read_csv(out)
     assert len(written) == 719 and list(written.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
     assert main(["data", "check", str(out), "--timeframe", "1h"]) == 0
+
+
+def test_data_download_through_the_loopback_server_then_resume(tmp_path, eth_1h_path, capsys):
+    from spotgym.data import cache_path, load_bars
+    from spotgym.sim import create_app, serve_in_thread
+
+    source = pd.read_csv(eth_1h_path).iloc[:1500]
+    args = ["data", "download", "--symbol", "ETH/USDT", "--timeframe", "1h", "--since", "2017-08-17",
+            "--data-dir", str(tmp_path), "--quiet", "--sim-url"]
+    for rows, expected in ((1200, "1,200 new bars, 1,200 in total"), (1500, "300 new bars, 1,500 in total")):
+        served = source.iloc[:rows]
+        now = int(served["timestamp"].iloc[-1]) + 3_600_000 + 60_000  # a minute into the next (open) bar
+        with serve_in_thread(create_app({"ETH/USDT@1h": served}, now_ms=now)) as url:
+            assert main([*args, url]) == 0
+        assert expected in capsys.readouterr().out
+    cached = load_bars(cache_path("binance", "ETH/USDT", "1h", tmp_path))
+    assert len(cached) == 1500
+    assert (cached["close"].to_numpy() == source["close"].to_numpy()).all()
