@@ -1,4 +1,4 @@
-"""The ``spotgym`` command: data download / check / resample (more subcommands join as they land)."""
+"""The ``spotgym`` command: data download / check / resample, train, backtest."""
 
 from __future__ import annotations
 
@@ -47,6 +47,32 @@ def _data_resample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from spotgym.agents.train import train
+    from spotgym.experiment import load_experiment
+
+    exp = load_experiment(args.experiment, args.set)
+    run_dir = train(exp, progress=not args.quiet)
+    print(f"run directory: {run_dir}")
+    print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tensorboard'}")
+    print(f"backtest:      spotgym backtest {run_dir}")
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from spotgym.backtest.runner import backtest
+
+    out = backtest(args.run_dir, split=args.split, data=args.data, out=args.out)
+    print(f"report:        {out / 'report.html'}")
+    print(f"metrics:       {out / 'metrics.json'} (trades.csv, equity.csv beside it)")
+    return 0
+
+
+def add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an experiment value, e.g. --set agent.timesteps=5000 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spotgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--timeframe", required=True, help="target timeframe, e.g. 1h")
     rs.add_argument("--out", required=True, help="output .csv, .csv.gz or .parquet")
     rs.set_defaults(func=_data_resample)
+
+    tr = sub.add_parser("train", help="train an agent from an experiment file; writes a run directory")
+    tr.add_argument("experiment", help="experiment YAML, e.g. experiments/ethusdt_1h_ppo.yaml")
+    add_set_option(tr)
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=_train)
+
+    bt = sub.add_parser("backtest", help="backtest a trained run against the baselines; writes report.html")
+    bt.add_argument("run_dir", help="a run directory written by `spotgym train`")
+    bt.add_argument("--split", default="test", choices=["val", "test"], help="which split of the run's data")
+    bt.add_argument("--data", default=None, help="backtest over every usable bar of another file of the same market")
+    bt.add_argument("--out", default=None, help="output directory (default RUN_DIR/backtest/<split>)")
+    bt.set_defaults(func=_backtest)
     return parser
 
 

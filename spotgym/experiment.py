@@ -94,16 +94,18 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """TensorBoard (always on unless disabled) and Weights & Biases (offline unless configured)."""
+    """TensorBoard and Weights & Biases. ``wandb_mode: auto`` is online when a W&B key is configured
+    (``WANDB_API_KEY``), offline otherwise (``wandb sync RUN_DIR/wandb/offline-run-*`` uploads later)."""
 
     tensorboard: bool = True
     wandb: bool = True
     wandb_project: str = "spotgym"
-    wandb_mode: str = "offline"
+    wandb_mode: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.wandb_mode not in ("offline", "online", "disabled"):
-            raise ExperimentError(f"tracking.wandb_mode: must be offline, online or disabled, got {self.wandb_mode!r}")
+        modes = ("auto", "offline", "online", "disabled")
+        if self.wandb_mode not in modes:
+            raise ExperimentError(f"tracking.wandb_mode: must be one of {modes}, got {self.wandb_mode!r}")
 
 
 @dataclass(frozen=True)

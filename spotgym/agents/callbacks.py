@@ -1,0 +1,110 @@
+"""SB3 callbacks: a progress bar, trading scalars for TensorBoard / W&B, and periodic validation
+with best-model keeping."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm.auto import tqdm
+
+# Metrics logged for every evaluation (TensorBoard tag: trading/<split>_<key>)
+LOGGED_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "turnover", "fees_paid", "n_trades",
+                  "exposure", "win_rate")
+
+
+class ProgressBar(BaseCallback):
+    """A tqdm bar over timesteps (SB3's own needs ``rich``); shows the last validation Sharpe."""
+
+    def __init__(self, total: int, disable: bool = False) -> None:
+        super().__init__()
+        self.total, self.disable = total, disable
+        self.bar: tqdm | None = None
+
+    def _on_training_start(self) -> None:
+        self.bar = tqdm(total=self.total, unit="step", desc="train", disable=self.disable, dynamic_ncols=True)
+
+    def _on_step(self) -> bool:
+        assert self.bar is not None
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def set_postfix(self, **values: Any) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class TradingScalars(BaseCallback):
+    """Per finished training episode: return of net equity and fees paid, as TensorBoard scalars."""
+
+    def __init__(self, initial_cash: float) -> None:
+        super().__init__()
+        self.initial_cash = initial_cash
+        self.returns: list[float] = []
+        self.fees: list[float] = []
+
+    def _on_step(self) -> bool:
+        dones = self.locals.get("dones")
+        if dones is None or not np.any(dones):
+            return True
+        infos = self.locals["infos"]
+        for i in np.flatnonzero(dones):
+            self.returns.append(infos[i]["equity"] / self.initial_cash - 1.0)
+            self.fees.append(infos[i]["fees_paid"])
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.returns:
+            self.logger.record("trading/train_episode_return", float(np.mean(self.returns)))
+            self.logger.record("trading/train_episode_fees", float(np.mean(self.fees)))
+            self.returns.clear()
+            self.fees.clear()
+
+
+class ValidationCallback(BaseCallback):
+    """Every ``every`` timesteps: run the deterministic policy over the validation split, log the
+    trading metrics, and save the model when ``select_metric`` improves (``best_path``)."""
+
+    def __init__(self, evaluate: Callable[[Any], dict[str, Any]], every: int, best_path: Path,
+                 select_metric: str = "sharpe", progress: ProgressBar | None = None) -> None:
+        super().__init__()
+        self.evaluate, self.every, self.best_path = evaluate, every, Path(best_path)
+        self.select_metric = select_metric
+        self.progress = progress
+        self.best_score = -math.inf
+        self.best_metrics: dict[str, Any] | None = None
+        self.best_timestep = 0
+        self.history: list[dict[str, Any]] = []
+        self._next = every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.every
+            self.run_evaluation()
+        return True
+
+    def run_evaluation(self) -> dict[str, Any]:
+        metrics = self.evaluate(self.model)
+        for key in LOGGED_METRICS:
+            value = metrics.get(key)
+            if value is not None:
+                self.logger.record(f"trading/val_{key}", float(value))
+        self.logger.dump(self.num_timesteps)
+        score = metrics.get(self.select_metric)
+        score = -math.inf if score is None else float(score)
+        self.history.append({"timestep": self.num_timesteps, **{k: metrics.get(k) for k in LOGGED_METRICS}})
+        if score > self.best_score or self.best_metrics is None:
+            self.best_score, self.best_metrics, self.best_timestep = score, metrics, self.num_timesteps
+            self.model.save(self.best_path)
+        if self.progress is not None:
+            self.progress.set_postfix(val_sharpe=f"{metrics.get('sharpe') or 0:.2f}",
+                                      best=f"{self.best_score:.2f}")
+        return metrics

@@ -1,0 +1,130 @@
+"""``spotgym backtest RUN_DIR``: the trained policy and the baselines over one split, one pass each,
+through the same env; writes metrics.json, trades.csv, equity.csv and report.html."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+SPLITS = ("val", "test")
+
+
+def load_model(run_dir: Path, algo: str):
+    """The run's best model (``model.zip``) with its algorithm class from the registry."""
+    from spotgym.agents.registry import ALGOS
+
+    path = run_dir / "model.zip"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a finished `spotgym train` run?")
+    return ALGOS[algo.lower().replace("-", "_")].load_class().load(path, device="cpu")
+
+
+def rows_between(frame, first: str, last: str) -> range:
+    """Rows of ``frame`` from bar time ``first`` to ``last`` inclusive."""
+    index = frame.index
+    start = int(index.searchsorted(pd.Timestamp(first)))
+    stop = int(index.searchsorted(pd.Timestamp(last), side="right"))
+    if stop - start < 2:
+        raise ValueError(f"the data hold no bars between {first} and {last}")
+    return range(start, stop)
+
+
+def baseline_targets(bars: pd.DataFrame, frame) -> dict[str, np.ndarray]:
+    """Target exposures of every baseline on these bars (causal; see ``spotgym.agents.baselines``)."""
+    from spotgym.agents import baselines as b
+
+    macd, rsi = b.macd_rule(bars), b.rsi_rule(bars)
+    targets = {"buy_and_hold": b.buy_and_hold(bars), "macd_rule": macd, "rsi_rule": rsi}
+    forecast = forecast_column(frame)
+    votes = [macd, rsi]
+    if forecast is not None:
+        targets["lstm_forecast_rule"] = b.forecast_rule(frame.column(forecast))
+        votes.append(targets["lstm_forecast_rule"])
+    targets["majority_vote"] = b.majority_vote(*votes)
+    return targets
+
+
+def forecast_column(frame) -> str | None:
+    """The LSTM's next-return forecast column, if the frame has predictor columns."""
+    for name in frame.columns:
+        if name.startswith(("lstm_ret", "gru_ret")):
+            return name
+    return None
+
+
+def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
+             out: str | Path | None = None) -> Path:
+    """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``."""
+    from spotgym.agents.rollout import model_actor, run_policy, target_actor
+    from spotgym.agents.train import prepare
+    from spotgym.backtest import write_metrics_json, write_report
+    from spotgym.data import load_bars
+    from spotgym.experiment import load_experiment
+
+    run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}/config.yaml not found: not a spotgym run directory")
+    exp = load_experiment(run_dir / "config.yaml")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    if data is None:
+        prepared = prepare(exp)
+        split_info = manifest["split"][split]
+        rows = rows_between(prepared.frame, split_info["first"], split_info["last"])
+        label = split
+    else:
+        bars = load_bars(data, exp.data.gap_policy)
+        if bars.attrs["timeframe"] != exp.data.timeframe:
+            raise ValueError(f"{data} holds {bars.attrs['timeframe']} bars; the run was trained on {exp.data.timeframe}")
+        prepared = prepare(exp, bars=bars)
+        rows = range(prepared.folds[0].train.start, len(prepared.frame))
+        label = Path(data).name
+    frame, bars = prepared.frame, prepared.bars
+    missing = [c for c in manifest["features"]["columns"] if c not in frame.columns]
+    if missing or len(frame.columns) != len(manifest["features"]["columns"]):
+        raise ValueError(f"the rebuilt frame's columns differ from the run's: missing {missing}")
+
+    out_dir = Path(out) if out else run_dir / "backtest" / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = exp.env_config()
+    model = load_model(run_dir, exp.agent.algo)
+    agent = run_policy(frame, cfg, rows, model_actor(model))
+    baseline_cfg = cfg.replace(action="continuous")
+    baseline_runs = {name: run_policy(frame, baseline_cfg, rows, target_actor(t))
+                     for name, t in baseline_targets(bars, frame).items()}
+
+    agent_metrics = agent.metrics(exp.data.timeframe)
+    baseline_metrics = {name: r.metrics(exp.data.timeframe) for name, r in baseline_runs.items()}
+    write_metrics_json(out_dir / "metrics.json", agent_metrics, baseline_metrics)
+    agent.trades.to_csv(out_dir / "trades.csv", index=False)
+    equity = agent.equity_frame()
+    equity["buy_and_hold"] = baseline_runs["buy_and_hold"].equity.to_numpy()
+    equity.to_csv(out_dir / "equity.csv", index=False)
+    shown = bars.iloc[rows.start: rows.stop + 1]
+    write_report(out_dir / "report.html", bars=shown,
+                 equity={exp.agent.algo: agent.equity, **{n: r.equity for n, r in baseline_runs.items()}},
+                 trades=agent.trades, metrics={"agent": agent_metrics, "baselines": baseline_metrics},
+                 title=f"{exp.data.symbol} {exp.data.timeframe} — {exp.name} ({label})")
+    print(summary_table(exp.agent.algo, agent_metrics, baseline_metrics))
+    return out_dir
+
+
+def summary_table(agent_name: str, agent: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> str:
+    """The console table of agent vs baselines."""
+    def fmt(v: Any, kind: str = "signed") -> str:
+        if v is None:
+            return "—"
+        return {"signed": f"{v * 100:+.1f}%", "pct": f"{v * 100:.1f}%", "num": f"{v:.2f}"}[kind]
+
+    rows = [f"{'':22s} {'return':>9s} {'CAGR':>9s} {'Sharpe':>7s} {'max DD':>8s} {'trades':>7s}"]
+    for name, m in [(agent_name + " (agent)", agent), *baselines.items()]:
+        rows.append(f"{name:22s} {fmt(m['total_return']):>9s} {fmt(m['cagr']):>9s} "
+                    f"{fmt(m['sharpe'], 'num'):>7s} {fmt(m['max_drawdown'], 'pct'):>8s} {m['n_trades']:>7d}")
+    return "\n".join(rows)
