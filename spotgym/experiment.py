@@ -242,12 +242,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     base = origin or hint
     if base is Any:
         return value
+    if base in (int, float) and isinstance(value, str):
+        try:  # YAML reads 1e5 as a string
+            value = float(value.replace("_", ""))
+        except ValueError:
+            raise ExperimentError(f"{key}: expected {base.__name__}, got {value!r}") from None
     if base is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if base is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if base is int and isinstance(value, float) and value.is_integer() and key.endswith(("timesteps", "every")):
-        return int(value)  # 1e5 in YAML is a float
+    if base is int and isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
     if base in (str, bool) and isinstance(value, base):
         return value
     if base is dict and isinstance(value, Mapping):
