@@ -1,0 +1,99 @@
+"""Predictors: models whose out-of-fold outputs become feature columns (LSTM/GRU forecaster, regime classifier).
+
+``build_features(bars, spec)`` with ``spec.predictors`` set (e.g. ``default_spec(predictors=True)``)
+appends their columns; ``oof_predictions`` is the stacker underneath, ``load_predictor`` reloads a
+saved model for live ``update``.
+
+Names are imported on first use (PEP 562), so ``import spotgym.features`` — which needs only the
+configs — does not pay for importing torch and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "base": ("BasePredictor", "NotEnoughData", "Predictor", "library_versions", "load_predictor", "make_predictor"),
+    "classifier": ("RegimeClassifier",),
+    "config": ("LSTMConfig", "PredictorConfig", "RegimeConfig", "StackingSpec", "default_stacking",
+               "predictor_config", "tiny_stacking"),
+    "lstm": ("LSTMPredictor",),
+    "metrics": ("format_folds", "format_summary", "summarize"),
+    "stacking": ("CACHE_ENV", "StackingResult", "cache_key", "oof_predictions", "predictor_folds",
+                 "resolve_cache_dir", "stacking_walk_forward"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [
+    "CACHE_ENV",
+    "BasePredictor",
+    "LSTMConfig",
+    "LSTMPredictor",
+    "NotEnoughData",
+    "Predictor",
+    "PredictorConfig",
+    "RegimeClassifier",
+    "RegimeConfig",
+    "StackingResult",
+    "StackingSpec",
+    "cache_key",
+    "default_stacking",
+    "format_folds",
+    "format_summary",
+    "library_versions",
+    "load_predictor",
+    "make_predictor",
+    "oof_predictions",
+    "predictor_config",
+    "predictor_folds",
+    "resolve_cache_dir",
+    "stacking_walk_forward",
+    "summarize",
+    "tiny_stacking",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spotgym.predictors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"spotgym.predictors.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from spotgym.predictors.base import (
+        BasePredictor,
+        NotEnoughData,
+        Predictor,
+        library_versions,
+        load_predictor,
+        make_predictor,
+    )
+    from spotgym.predictors.classifier import RegimeClassifier
+    from spotgym.predictors.config import (
+        LSTMConfig,
+        PredictorConfig,
+        RegimeConfig,
+        StackingSpec,
+        default_stacking,
+        predictor_config,
+        tiny_stacking,
+    )
+    from spotgym.predictors.lstm import LSTMPredictor
+    from spotgym.predictors.metrics import format_folds, format_summary, summarize
+    from spotgym.predictors.stacking import (
+        CACHE_ENV,
+        StackingResult,
+        cache_key,
+        oof_predictions,
+        predictor_folds,
+        resolve_cache_dir,
+        stacking_walk_forward,
+    )

@@ -1,0 +1,333 @@
+"""Predictor configurations: frozen dataclasses that validate on construction and round-trip to plain dicts.
+
+This module imports nothing else from spotgym, so ``spotgym.features.spec`` can embed a
+``StackingSpec`` without an import cycle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+DEVICES = ("auto", "cpu", "cuda")
+CELLS = ("lstm", "gru")
+LSTM_TARGETS = ("return", "direction")
+REGIME_TARGETS = ("trend", "vol")
+
+
+def _fail(owner: str, field: str, message: str, value: Any) -> None:
+    raise ValueError(f"{owner}.{field} {message}, got {value!r}")
+
+
+def _check_int(owner: str, field: str, value: Any, low: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        _fail(owner, field, f"must be an int >= {low}" + (" or None" if allow_none else ""), value)
+
+
+def _check_float(owner: str, field: str, value: Any, low: float, high: float | None = None,
+                 low_open: bool = False, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, int | float)
+    if ok:
+        ok = value > low if low_open else value >= low
+        if high is not None:
+            ok = ok and value < high
+    if not ok:
+        rng = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
+        _fail(owner, field, f"must be a number {rng}" + (" or None" if allow_none else ""), value)
+
+
+def _names(owner: str, field: str, value: Any, allowed: tuple[str, ...] | None = None,
+           allow_none: bool = False) -> tuple[str, ...] | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple) or not value or \
+            not all(isinstance(v, str) and v for v in value):
+        _fail(owner, field, "must be a non-empty list of names" + (" or None" if allow_none else ""), value)
+    out = tuple(value)
+    if len(set(out)) != len(out):
+        _fail(owner, field, "must not repeat a name", value)
+    if allowed is not None:
+        bad = [v for v in out if v not in allowed]
+        if bad:
+            _fail(owner, field, f"has unknown name(s) {bad}; known: {list(allowed)}", value)
+    return out
+
+
+class _ConfigMixin:
+    """``to_config`` / ``from_config`` / ``hash`` shared by the predictor configs."""
+
+    kind: ClassVar[str]
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]):
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        items = {k: v for k, v in config.items() if k != "kind"}
+        unknown = sorted(set(items) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.kind} predictor key(s) {unknown}; known: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in items.items()})
+
+    @property
+    def hash(self) -> str:
+        """Stable short hash of the configuration (saved with a model, part of cache keys)."""
+        blob = json.dumps(self.to_config(), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LSTMConfig(_ConfigMixin):
+    """A recurrent forecaster over the last ``window`` rows of feature columns.
+
+    Targets (``targets``): ``return`` — the next-``horizon`` log return log(close[t+h] / close[t]),
+    regressed in units of its training-set std with a Huber loss (fat tails); ``direction`` —
+    down / flat / up classes, flat meaning |return| <= ``flat_threshold`` (``None``: the
+    ``flat_quantile`` quantile of |return| over the training rows, so classes stay balanced on any
+    timeframe). ``cell``: ``lstm`` or ``gru``. Training: Adam, at most ``epochs`` epochs, each on
+    up to ``max_train_windows`` windows drawn from the training rows (``None``: all), early
+    stopping on the validation slice after ``patience`` epochs without improvement. ``device``:
+    ``auto`` (cuda if available), ``cpu`` or ``cuda``; on CPU a fit is deterministic given
+    ``seed`` and ``threads`` (torch threads used while fitting and predicting).
+    ``inputs``: feature column names (``None``: every indicator column of the frame).
+    """
+
+    kind: ClassVar[str] = "lstm"
+
+    name: str = "lstm"
+    inputs: tuple[str, ...] | None = None
+    cell: str = "lstm"
+    window: int = 32
+    horizon: int = 1
+    targets: tuple[str, ...] = ("return", "direction")
+    flat_threshold: float | None = None
+    flat_quantile: float = 0.33
+    hidden: int = 32
+    layers: int = 1
+    dropout: float = 0.0
+    epochs: int = 8
+    patience: int = 2
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_train_windows: int | None = 16384
+    clip_inputs: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        o = "LSTMConfig"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            _fail(o, "name", "must be an identifier-like column prefix", self.name)
+        object.__setattr__(self, "inputs", _names(o, "inputs", self.inputs, allow_none=True))
+        object.__setattr__(self, "targets", _names(o, "targets", self.targets, LSTM_TARGETS))
+        if self.cell not in CELLS:
+            _fail(o, "cell", f"must be one of {CELLS}", self.cell)
+        if self.device not in DEVICES:
+            _fail(o, "device", f"must be one of {DEVICES}", self.device)
+        for name, low in (("window", 1), ("horizon", 1), ("hidden", 1), ("layers", 1), ("epochs", 1),
+                          ("patience", 1), ("batch_size", 1), ("seed", 0), ("threads", 1)):
+            _check_int(o, name, getattr(self, name), low)
+        _check_int(o, "max_train_windows", self.max_train_windows, 1, allow_none=True)
+        _check_float(o, "flat_threshold", self.flat_threshold, 0.0, allow_none=True)
+        _check_float(o, "flat_quantile", self.flat_quantile, 0.0, 1.0, low_open=True)
+        _check_float(o, "dropout", self.dropout, 0.0, 1.0)
+        _check_float(o, "lr", self.lr, 0.0, low_open=True)
+        _check_float(o, "weight_decay", self.weight_decay, 0.0)
+        _check_float(o, "clip_inputs", self.clip_inputs, 0.0, low_open=True)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        out: list[str] = []
+        if "return" in self.targets:
+            out.append(f"{self.name}_ret_h{self.horizon}")
+        if "direction" in self.targets:
+            out += [f"{self.name}_p_down", f"{self.name}_p_flat", f"{self.name}_p_up"]
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class RegimeConfig(_ConfigMixin):
+    """A gradient-boosting classifier (scikit-learn ``HistGradientBoostingClassifier``) of market state.
+
+    Labels come from the *future* window (t, t + ``horizon``] and are only training targets:
+    ``trend`` — up / range / down by whether log(close[t+h] / close[t]) exceeds ±``trend_k`` ·
+    sigma_t · sqrt(h), sigma_t the trailing std of one-bar log returns over ``vol_window`` bars;
+    ``vol`` — high when the realised volatility over the future window exceeds sigma_t. One model
+    per target, on the current row of ``inputs``; outputs are class probabilities. Early stopping
+    uses the validation slice when there is one (``n_iter_no_change`` rounds).
+    """
+
+    kind: ClassVar[str] = "regime"
+
+    name: str = "regime"
+    inputs: tuple[str, ...] | None = None
+    horizon: int = 24
+    targets: tuple[str, ...] = ("trend", "vol")
+    trend_k: float = 0.5
+    vol_window: int = 240
+    max_iter: int = 200
+    learning_rate: float = 0.05
+    max_leaf_nodes: int = 15
+    min_samples_leaf: int = 40
+    l2_regularization: float = 1.0
+    n_iter_no_change: int = 10
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        o = "RegimeConfig"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            _fail(o, "name", "must be an identifier-like column prefix", self.name)
+        object.__setattr__(self, "inputs", _names(o, "inputs", self.inputs, allow_none=True))
+        object.__setattr__(self, "targets", _names(o, "targets", self.targets, REGIME_TARGETS))
+        for name, low in (("horizon", 1), ("vol_window", 2), ("max_iter", 1), ("max_leaf_nodes", 2),
+                          ("min_samples_leaf", 1), ("n_iter_no_change", 1), ("seed", 0), ("threads", 1)):
+            _check_int(o, name, getattr(self, name), low)
+        _check_float(o, "trend_k", self.trend_k, 0.0)
+        _check_float(o, "learning_rate", self.learning_rate, 0.0, low_open=True)
+        _check_float(o, "l2_regularization", self.l2_regularization, 0.0)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        out: list[str] = []
+        if "trend" in self.targets:
+            out += [f"{self.name}_p_trend_down", f"{self.name}_p_range", f"{self.name}_p_trend_up"]
+        if "vol" in self.targets:
+            out.append(f"{self.name}_p_vol_high")
+        return tuple(out)
+
+
+PredictorConfig = LSTMConfig | RegimeConfig
+CONFIG_KINDS: dict[str, type] = {"lstm": LSTMConfig, "gru": LSTMConfig, "regime": RegimeConfig}
+
+
+def predictor_config(item: PredictorConfig | Mapping[str, Any]) -> PredictorConfig:
+    """A predictor config from a mapping with a ``kind`` key (``lstm``, ``gru`` = lstm with cell gru, ``regime``)."""
+    if isinstance(item, LSTMConfig | RegimeConfig):
+        return item
+    if not isinstance(item, Mapping) or "kind" not in item:
+        raise ValueError(f"a predictor is a mapping with a 'kind' key ({sorted(CONFIG_KINDS)}), got {item!r}")
+    kind = item["kind"]
+    if kind not in CONFIG_KINDS:
+        raise ValueError(f"unknown predictor kind {kind!r}; known: {sorted(CONFIG_KINDS)}")
+    config = dict(item)
+    if kind == "gru":
+        config.setdefault("cell", "gru")
+        config.setdefault("name", "gru")
+    return CONFIG_KINDS[kind].from_config(config)
+
+
+@dataclass(frozen=True)
+class StackingSpec:
+    """Which predictors become feature columns, and the walk-forward refits that keep them out-of-fold.
+
+    Each model is refitted every ``refit_every`` rows; the model that writes a block of rows was
+    trained only on rows before it: fold k trains on everything from the first row with finite
+    inputs up to its validation slice (``val_size`` rows, early stopping), minus ``purge`` +
+    ``embargo`` rows at each boundary (``purge=None``: the longest label horizon, so no training
+    label reaches into the block). The first block starts ``min_train`` rows after the first row
+    with finite inputs; boundaries never depend on how much data follows (the look-ahead test
+    truncates the data). ``max_train_rows``: train on at most that many most recent rows
+    (rolling) instead of all earlier rows.
+    """
+
+    models: tuple[PredictorConfig, ...]
+    refit_every: int = 4380
+    min_train: int = 8760
+    val_size: int = 720
+    purge: int | None = None
+    embargo: int = 0
+    max_train_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        o = "StackingSpec"
+        if isinstance(self.models, LSTMConfig | RegimeConfig) or not isinstance(self.models, list | tuple) \
+                or not self.models:
+            _fail(o, "models", "must be a non-empty list of predictor configs", self.models)
+        models = tuple(predictor_config(m) for m in self.models)
+        object.__setattr__(self, "models", models)
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            _fail(o, "models", "must give each predictor its own name (column prefix)", names)
+        outputs = [c for m in models for c in m.output_columns]
+        if len(set(outputs)) != len(outputs):
+            _fail(o, "models", "produce duplicate output columns", outputs)
+        for name, low in (("refit_every", 1), ("min_train", 1), ("val_size", 0), ("embargo", 0)):
+            _check_int(o, name, getattr(self, name), low)
+        _check_int(o, "purge", self.purge, 0, allow_none=True)
+        _check_int(o, "max_train_rows", self.max_train_rows, 1, allow_none=True)
+        if self.purge is not None and self.purge < self.horizon:
+            _fail(o, "purge", f"must be >= the longest label horizon ({self.horizon} bars) or None, "
+                  "else training labels reach into the block they predict", self.purge)
+
+    @property
+    def horizon(self) -> int:
+        """The longest label horizon among the models (bars)."""
+        return max(m.horizon for m in self.models)
+
+    @property
+    def effective_purge(self) -> int:
+        return self.horizon if self.purge is None else self.purge
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        return tuple(c for m in self.models for c in m.output_columns)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> StackingSpec:
+        """From ``{"models": [{"kind": "lstm", ...}, {"kind": "regime"}], "refit_every": 2000, ...}``."""
+        if not isinstance(config, Mapping):
+            raise ValueError(f"features.predictors must be a mapping, got {config!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown predictors key(s) {unknown}; known: {sorted(known)}")
+        models = config.get("models")
+        if not isinstance(models, list | tuple) or not models:
+            raise ValueError("features.predictors.models must be a non-empty list of predictor mappings")
+        kwargs = {k: v for k, v in config.items() if k != "models"}
+        return cls(tuple(predictor_config(m) for m in models), **kwargs)
+
+    def to_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"models": [m.to_config() for m in self.models]}
+        for f in fields(self):
+            if f.name != "models":
+                out[f.name] = getattr(self, f.name)
+        return out
+
+
+def tiny_stacking() -> StackingSpec:
+    """A stacking spec that trains in seconds on a CPU (tests, benchmarks, smoke checks): small LSTM + regime model."""
+    return StackingSpec(
+        models=(
+            LSTMConfig(window=16, hidden=16, epochs=6, patience=2, batch_size=64, lr=1e-2, max_train_windows=1024,
+                       device="cpu"),
+            RegimeConfig(horizon=12, vol_window=96, max_iter=40, learning_rate=0.1, min_samples_leaf=20),
+        ),
+        refit_every=600,
+        min_train=800,
+        val_size=200,
+    )
+
+
+def default_stacking() -> StackingSpec:
+    """The default predictors: an LSTM (32 units, window 32) and the regime classifier, refitted twice a year on 1h bars.
+
+    Sized so that out-of-fold columns over ETH/USDT 1h 2017-2024 (64k rows) take minutes on two
+    CPU cores; scale ``hidden`` / ``window`` / ``max_train_windows`` up on CUDA.
+    """
+    return StackingSpec(models=(LSTMConfig(), RegimeConfig()))

@@ -1,0 +1,102 @@
+"""Predictors named by the FeatureSpec: config round trip, validation, and the on-disk result cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spotgym.data import load_bars
+from spotgym.features import FeatureSpec, build_features, build_features_with_report, default_spec
+from spotgym.predictors import (
+    CACHE_ENV,
+    LSTMConfig,
+    RegimeConfig,
+    StackingSpec,
+    predictor_config,
+    resolve_cache_dir,
+    tiny_stacking,
+)
+
+TINY = default_spec(predictors=True, tiny=True)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def bars(eth_1h_path):
+    return load_bars(eth_1h_path).iloc[:2400]
+
+
+def test_spec_round_trip_and_hash():
+    for spec in (TINY, default_spec(predictors=True)):
+        again = FeatureSpec.from_config(spec.to_config())
+        assert again == spec and again.hash == spec.hash
+    assert default_spec(tiny=True) == default_spec() and "predictors" not in default_spec().to_config()
+    assert len({default_spec().hash, TINY.hash, default_spec(predictors=True).hash}) == 3
+    assert TINY.indicator_spec == default_spec()
+    config = TINY.to_config()
+    config["predictors"]["models"][0]["hidden"] = 9
+    assert FeatureSpec.from_config(config).hash != TINY.hash
+    gru = predictor_config({"kind": "gru", "hidden": 4})
+    assert gru.cell == "gru" and gru.name == "gru" and gru.output_columns[0] == "gru_ret_h1"
+    assert default_spec(predictors=True).predictors.models[0].device == "auto"
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: LSTMConfig(cell="rnn"), "LSTMConfig.cell"),
+    (lambda: LSTMConfig(targets=("return", "volatility")), r"LSTMConfig.targets has unknown name\(s\) \['volatility'\]"),
+    (lambda: LSTMConfig(device="tpu"), "LSTMConfig.device"),
+    (lambda: LSTMConfig(window=0), "LSTMConfig.window must be an int >= 1"),
+    (lambda: RegimeConfig(horizon=0), "RegimeConfig.horizon"),
+    (lambda: RegimeConfig(targets=()), "RegimeConfig.targets"),
+    (lambda: StackingSpec((RegimeConfig(horizon=24),), purge=10), "purge must be >= the longest label horizon"),
+    (lambda: StackingSpec((LSTMConfig(), LSTMConfig())), "own name"),
+    (lambda: StackingSpec(()), "StackingSpec.models"),
+    (lambda: predictor_config({"kind": "transformer"}), "unknown predictor kind 'transformer'"),
+    (lambda: predictor_config({"kind": "lstm", "hiden": 3}), r"unknown lstm predictor key\(s\) \['hiden'\]"),
+    (lambda: StackingSpec.from_config({"models": [{"kind": "regime"}], "refit": 5}), r"unknown predictors key"),
+    (lambda: FeatureSpec.from_config({"indicators": ["rsi"], "predictors": {"models": []}}), "models"),
+])
+def test_config_validation_names_the_field(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_missing_input_column_is_a_clear_error(bars):
+    spec = FeatureSpec(TINY.indicators, predictors=StackingSpec((RegimeConfig(inputs=("rsi_14", "rsi_99")),)))
+    with pytest.raises(ValueError, match=r"lacks input column\(s\) \['rsi_99'\]"):
+        build_features(bars, spec, cache=False)
+
+
+def test_second_run_loads_from_the_disk_cache(bars, tmp_path, monkeypatch):
+    first = build_features_with_report(bars, TINY, cache=tmp_path)
+    second = build_features_with_report(bars, TINY, cache=tmp_path)
+    assert not first.predictions.cached and second.predictions.cached
+    assert second.predictions.cache_path == first.predictions.cache_path
+    assert first.predictions.cache_path.parent == tmp_path
+    np.testing.assert_array_equal(first.frame.values, second.frame.values)
+    np.testing.assert_array_equal(first.frame.valid, second.frame.valid)
+    assert second.predictions.folds == first.predictions.folds
+    assert second.predictions.wall_s < first.predictions.wall_s
+    # the newest block's models come back too, ready for live use
+    for name, model in second.predictions.models.items():
+        np.testing.assert_array_equal(model.predict(first.frame), first.predictions.models[name].predict(first.frame))
+    # other data or another spec: another entry
+    build_features(bars.iloc[:-1], TINY, cache=tmp_path)
+    other = FeatureSpec(TINY.indicators, predictors=StackingSpec(tiny_stacking().models, refit_every=500,
+                                                                 min_train=800, val_size=200))
+    build_features(bars, other, cache=tmp_path)
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3
+    # the default location follows the environment; "0" turns caching off
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert resolve_cache_dir(None) == tmp_path / "env"
+    monkeypatch.setenv(CACHE_ENV, "0")
+    assert resolve_cache_dir(None) is None and build_features_with_report(bars, TINY).predictions.cache_path is None
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("SPOTGYM_CACHE", str(tmp_path / "root"))
+    assert resolve_cache_dir(None) == tmp_path / "root" / "predictions"
+    assert resolve_cache_dir(False) is None
