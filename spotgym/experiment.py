@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import hashlib
 import json
 import types
@@ -125,7 +126,7 @@ class Experiment:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     features: dict[str, Any] = field(default_factory=dict)
-    predictors: list[dict[str, Any]] | dict[str, Any] | None = None
+    predictors: dict[str, Any] | None = None
     env: dict[str, Any] = field(default_factory=dict)
     agent: AgentConfig = field(default_factory=AgentConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -251,6 +252,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return float(value)
     if base is int and isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer():
         return int(value)
+    if base is str and isinstance(value, datetime.date):  # YAML reads 2020-06-01 as a date
+        return value.isoformat()
     if base in (str, bool) and isinstance(value, base):
         return value
     if base is dict and isinstance(value, Mapping):

@@ -71,25 +71,37 @@ class TradingScalars(BaseCallback):
 
 class ValidationCallback(BaseCallback):
     """Every ``every`` timesteps: run the deterministic policy over the validation split, log the
-    trading metrics, and save the model when ``select_metric`` improves (``best_path``)."""
+    trading metrics, and save the model when ``select_metric`` improves (``best_path``).
+
+    ``select_mode`` is ``"max"`` (higher is better) or ``"min"`` (e.g. ``max_drawdown``).
+    ``on_evaluation(index, metrics)``, when given, is called after every evaluation (index 0, 1, ...);
+    returning ``False`` stops training (the tuner's pruning hook: ``trial.report`` +
+    ``trial.should_prune``); ``stopped_early`` then says so.
+    """
 
     def __init__(self, evaluate: Callable[[Any], dict[str, Any]], every: int, best_path: Path,
-                 select_metric: str = "sharpe", progress: ProgressBar | None = None) -> None:
+                 select_metric: str = "sharpe", progress: ProgressBar | None = None, *,
+                 select_mode: str = "max",
+                 on_evaluation: Callable[[int, dict[str, Any]], bool | None] | None = None) -> None:
         super().__init__()
+        if select_mode not in ("max", "min"):
+            raise ValueError(f"select_mode must be 'max' or 'min', got {select_mode!r}")
         self.evaluate, self.every, self.best_path = evaluate, every, Path(best_path)
-        self.select_metric = select_metric
+        self.select_metric, self.select_mode = select_metric, select_mode
         self.progress = progress
+        self.on_evaluation = on_evaluation
         self.best_score = -math.inf
         self.best_metrics: dict[str, Any] | None = None
         self.best_timestep = 0
         self.history: list[dict[str, Any]] = []
+        self.stopped_early = False
         self._next = every
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
             self._next += self.every
             self.run_evaluation()
-        return True
+        return not self.stopped_early
 
     def run_evaluation(self) -> dict[str, Any]:
         metrics = self.evaluate(self.model)
@@ -99,12 +111,14 @@ class ValidationCallback(BaseCallback):
                 self.logger.record(f"trading/val_{key}", float(value))
         self.logger.dump(self.num_timesteps)
         score = metrics.get(self.select_metric)
-        score = -math.inf if score is None else float(score)
+        score = -math.inf if score is None else float(score) if self.select_mode == "max" else -float(score)
         self.history.append({"timestep": self.num_timesteps, **{k: metrics.get(k) for k in LOGGED_METRICS}})
         if score > self.best_score or self.best_metrics is None:
             self.best_score, self.best_metrics, self.best_timestep = score, metrics, self.num_timesteps
             self.model.save(self.best_path)
+        if self.on_evaluation is not None and self.on_evaluation(len(self.history) - 1, metrics) is False:
+            self.stopped_early = True
         if self.progress is not None:
             self.progress.set_postfix(val_sharpe=f"{metrics.get('sharpe') or 0:.2f}",
-                                      best=f"{self.best_score:.2f}")
+                                      best=f"{(self.best_metrics or {}).get(self.select_metric) or 0:.2f}")
         return metrics

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 
 from spotgym.data import Fold, WalkForward, load_bars
 from spotgym.experiment import Experiment, ExperimentError
-from spotgym.features import FeatureFrame, build_features
+from spotgym.features import FeatureFrame, build_features_with_report
 
 log = logging.getLogger(__name__)
 DATA_PATH_ENV = "SPOTGYM_DATA_PATH"
@@ -35,6 +36,7 @@ class Prepared:
     bars: pd.DataFrame
     frame: FeatureFrame
     folds: list[Fold]
+    predictions: Any = None  # spotgym.predictors.StackingResult when the spec names predictors
 
 
 def load_experiment_bars(exp: Experiment) -> pd.DataFrame:
@@ -60,10 +62,12 @@ def bars_hash(bars: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare(exp: Experiment, bars: pd.DataFrame | None = None) -> Prepared:
-    """Load bars, build the frame, and split the usable rows into the evaluation's walk-forward folds."""
+def prepare(exp: Experiment, bars: pd.DataFrame | None = None, *, progress: bool = False) -> Prepared:
+    """Load bars, build the frame (indicators + out-of-fold predictor columns, cached on disk), and split
+    the usable rows into the evaluation's walk-forward folds."""
     bars = load_experiment_bars(exp) if bars is None else bars
-    frame = build_features(bars, exp.feature_spec())
+    build = build_features_with_report(bars, exp.feature_spec(), progress=progress)
+    frame = build.frame
     window = exp.env_config().window
     first = frame.first_valid_row
     if first < 0:
@@ -72,7 +76,7 @@ def prepare(exp: Experiment, bars: pd.DataFrame | None = None) -> Prepared:
     splitter = WalkForward(n_folds=ev.folds, val_size=ev.val_size, test_size=ev.test_size, purge=ev.purge,
                            embargo=ev.embargo, min_train=0.2)
     folds = splitter.split(range(first + window - 1, len(frame)))
-    return Prepared(bars, frame, folds)
+    return Prepared(bars, frame, folds, build.predictions)
 
 
 def env_rows_config(exp: Experiment, rows: range, *, training: bool):
@@ -89,6 +93,29 @@ def split_record(frame: FeatureFrame, rows: range) -> dict[str, Any]:
     the same bars even if the data source has grown since training."""
     return {"rows": [rows.start, rows.stop], "first": frame.index[rows.start].isoformat(),
             "last": frame.index[rows.stop - 1].isoformat()}
+
+
+def save_predictors(predictions: Any, run_dir: Path, tb_dir: str | None, verbose: bool) -> dict[str, Any] | None:
+    """Keep the predictors' newest fitted models (for ``backtest --data`` and live use) under
+    ``RUN_DIR/predictors/<name>/``, log their out-of-fold metrics per fold to TensorBoard
+    (``predictors/<name>/<metric>``, step = fold) and return them for ``metrics.json``."""
+    if predictions is None:
+        return None
+    for name, model in predictions.models.items():
+        if model is not None:
+            model.save(run_dir / "predictors" / name)
+    if tb_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(Path(tb_dir) / "predictors")) as writer:
+            skip = {"fold", "test_start", "test_stop"}
+            for record in predictions.folds:
+                for key, value in record.items():
+                    if key not in skip and isinstance(value, int | float) and np.isfinite(value):
+                        writer.add_scalar(f"predictors/{record['predictor']}/{key}", value, record["fold"])
+    if verbose:
+        print(predictions.report())
+    return {"summary": predictions.summary(), "folds": predictions.folds, "cached": predictions.cached}
 
 
 def make_run_dir(exp: Experiment) -> Path:
@@ -145,11 +172,17 @@ def start_wandb(exp: Experiment, run_dir: Path):
                       config=exp.to_dict(), sync_tensorboard=t.tensorboard, reinit="finish_previous")
 
 
-def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None = None) -> Path:
-    """Train the experiment's agent on its last fold's training rows; return the run directory.
+def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None = None, fold: int = -1,
+          callbacks: list | None = None, select_metric: str = "sharpe", select_mode: str = "max",
+          on_evaluation: Callable[[int, dict[str, Any]], bool | None] | None = None) -> Path:
+    """Train the experiment's agent on fold ``fold``'s training rows (default: the last fold, validated on
+    its validation rows); return the run directory.
 
-    Writes ``config.yaml``, ``manifest.json``, ``model.zip`` (the best validation model),
-    ``metrics.json``, TensorBoard events under ``tensorboard/`` and an offline W&B run under ``wandb/``.
+    Writes ``config.yaml``, ``manifest.json``, ``model.zip`` (the best validation model by
+    ``select_metric`` / ``select_mode``), ``metrics.json``, TensorBoard events under ``tensorboard/`` and an
+    offline W&B run under ``wandb/``. ``callbacks`` are extra SB3 callbacks; ``on_evaluation(index,
+    metrics)`` sees every validation evaluation and stops training by returning ``False`` (the tuner's
+    pruning hook; ``metrics.json`` then says ``"stopped_early": true``).
     """
     import torch
     from stable_baselines3.common.vec_env import VecMonitor
@@ -160,8 +193,12 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
     from spotgym.envs import VecTradingEnv
 
     started = time.perf_counter()
-    prepared = prepare(exp) if prepared is None else prepared
-    frame, fold = prepared.frame, prepared.folds[-1]
+    prepared = prepare(exp, progress=progress) if prepared is None else prepared
+    try:
+        fold_index = range(len(prepared.folds))[fold]
+    except IndexError:
+        raise ExperimentError(f"fold {fold}: the evaluation has {len(prepared.folds)} fold(s)") from None
+    frame, fold = prepared.frame, prepared.folds[fold_index]
     run_dir = make_run_dir(exp)
     (run_dir / "config.yaml").write_text(exp.to_yaml())
     spec = exp.feature_spec()
@@ -173,6 +210,7 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
         "features": {"hash": spec.hash, "columns": list(frame.columns)},
         "split": {name: split_record(frame, rows) for name, rows in
                   (("train", fold.train), ("val", fold.val), ("test", fold.test))},
+        "fold": {"index": fold_index, "of": len(prepared.folds)},
         "seed": exp.seed, "device": resolve_device(exp.agent.device),
         "git_commit": git_commit(), "versions": package_versions(),
     }
@@ -182,9 +220,10 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
     np.random.seed(exp.seed)
     wandb_run = start_wandb(exp, run_dir)
     try:
+        tb_dir = str(run_dir / "tensorboard") if exp.tracking.tensorboard else None
+        predictor_metrics = save_predictors(prepared.predictions, run_dir, tb_dir, progress)
         train_cfg = env_rows_config(exp, fold.train, training=True)
         venv = VecMonitor(VecTradingEnv(frame, exp.agent.n_envs, train_cfg, seed=exp.seed))
-        tb_dir = str(run_dir / "tensorboard") if exp.tracking.tensorboard else None
         model = make_agent(exp.agent.algo, venv, params=exp.agent.params, policy=exp.agent.policy,
                            seed=exp.seed, device=exp.agent.device, tensorboard_log=tb_dir)
         val_cfg = env_rows_config(exp, fold.val, training=False)
@@ -194,17 +233,23 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
             return run_policy(frame, val_cfg, fold.val, model_actor(m)).metrics(timeframe)
 
         bar = ProgressBar(exp.agent.timesteps, disable=not progress)
-        validation = ValidationCallback(evaluate, exp.agent.eval_every, run_dir / "model.zip", progress=bar)
-        model.learn(exp.agent.timesteps, callback=[bar, TradingScalars(train_cfg.initial_cash), validation],
+        validation = ValidationCallback(evaluate, exp.agent.eval_every, run_dir / "model.zip", select_metric,
+                                        progress=bar, select_mode=select_mode, on_evaluation=on_evaluation)
+        model.learn(exp.agent.timesteps,
+                    callback=[bar, TradingScalars(train_cfg.initial_cash), validation, *(callbacks or [])],
                     tb_log_name="train")
-        if not validation.history or validation.history[-1]["timestep"] != model.num_timesteps:
+        if not validation.stopped_early and (not validation.history
+                                             or validation.history[-1]["timestep"] != model.num_timesteps):
             validation.run_evaluation()  # the final policy competes for "best" too
         train_s = time.perf_counter() - started
         metrics = {
             "best": {"timestep": validation.best_timestep, "val": validation.best_metrics},
+            "select": {"metric": select_metric, "mode": select_mode},
+            "stopped_early": validation.stopped_early,
             "history": validation.history,
             "timesteps": int(model.num_timesteps),
             "wall_s": round(train_s, 2),
+            "predictors": predictor_metrics,
         }
         write_json(run_dir / "metrics.json", metrics)
         if wandb_run is not None:

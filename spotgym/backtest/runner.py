@@ -58,6 +58,28 @@ def forecast_column(frame) -> str | None:
     return None
 
 
+def frame_with_fitted_predictors(run_dir: Path, exp, bars: pd.DataFrame, manifest: dict[str, Any]):
+    """The frame of new bars: indicators rebuilt causally, predictor columns from the run's fitted models
+    (``RUN_DIR/predictors``; no refitting on the new data)."""
+    from spotgym.features import build_features
+    from spotgym.predictors import load_predictor
+
+    spec = exp.feature_spec()
+    frame = build_features(bars, spec.indicator_spec)
+    if spec.predictors is None:
+        return frame
+    trained_until = pd.Timestamp(manifest["data"]["last"])
+    if bars.index[0] <= trained_until:
+        log.warning("the new data start at %s, before the end of the run's data (%s): the predictors were fitted "
+                    "on some of these bars, so their columns are in-sample there", bars.index[0], trained_until)
+    for model_cfg in spec.predictors.models:
+        folder = run_dir / "predictors" / model_cfg.name
+        model = load_predictor(folder, frame=frame, feature_spec=spec.indicator_spec)
+        values = model.predict(frame)
+        frame = frame.with_columns(model.output_columns, values, valid=np.isfinite(values).all(axis=1))
+    return frame
+
+
 def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
              out: str | Path | None = None) -> Path:
     """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``."""
@@ -76,20 +98,23 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
     manifest = json.loads((run_dir / "manifest.json").read_text())
     if data is None:
         prepared = prepare(exp)
+        frame, bars = prepared.frame, prepared.bars
         split_info = manifest["split"][split]
-        rows = rows_between(prepared.frame, split_info["first"], split_info["last"])
+        rows = rows_between(frame, split_info["first"], split_info["last"])
         label = split
     else:
         bars = load_bars(data, exp.data.gap_policy)
         if bars.attrs["timeframe"] != exp.data.timeframe:
             raise ValueError(f"{data} holds {bars.attrs['timeframe']} bars; the run was trained on {exp.data.timeframe}")
-        prepared = prepare(exp, bars=bars)
-        rows = range(prepared.folds[0].train.start, len(prepared.frame))
+        frame = frame_with_fitted_predictors(run_dir, exp, bars, manifest)
+        first = frame.first_valid_row
+        if first < 0 or len(frame) - (first + exp.env_config().window - 1) < 2:
+            raise ValueError(f"{data}: too few bars after the feature warm-up to backtest")
+        rows = range(first + exp.env_config().window - 1, len(frame))
         label = Path(data).name
-    frame, bars = prepared.frame, prepared.bars
-    missing = [c for c in manifest["features"]["columns"] if c not in frame.columns]
-    if missing or len(frame.columns) != len(manifest["features"]["columns"]):
-        raise ValueError(f"the rebuilt frame's columns differ from the run's: missing {missing}")
+    if list(frame.columns) != manifest["features"]["columns"]:
+        raise ValueError(f"the rebuilt frame's columns {list(frame.columns)} differ from the run's "
+                         f"{manifest['features']['columns']}")
 
     out_dir = Path(out) if out else run_dir / "backtest" / split
     out_dir.mkdir(parents=True, exist_ok=True)
