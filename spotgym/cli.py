@@ -68,6 +68,40 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from spotgym.agents.tuning import tune
+    from spotgym.experiment import load_experiment
+
+    exp = load_experiment(args.experiment, args.set)
+    result = tune(exp, args.trials, storage=args.storage, study_name=args.study, n_jobs=args.n_jobs,
+                  study_dir=args.dir, retrain=args.retrain_best, progress=not args.quiet)
+    best = result.summary.get("best")
+    print(f"study:         {result.study_name} ({result.storage}), {result.summary['finished']} trials finished "
+          f"{result.summary['states']}")
+    if best:
+        print(f"best trial:    #{best['number']} validation {result.summary['metric']} = {best['value']:.4f}")
+        for key, value in (best.get("values") or {}).items():
+            print(f"               {key} = {value}")
+        print(f"best run:      {best['run_dir']}")
+    print(f"report:        {result.report}")
+    print(f"best.json:     {result.study_dir / 'best.json'}")
+    if result.retrained:
+        print(f"retrained:     {result.retrained}  (spotgym backtest {result.retrained})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from spotgym.backtest.walkforward import evaluate
+    from spotgym.experiment import load_experiment
+
+    exp = load_experiment(args.experiment, args.set)
+    out = evaluate(exp, folds=args.folds, tune_trials=args.tune_trials, n_jobs=args.n_jobs, storage=args.storage,
+                   out=args.out, progress=not args.quiet)
+    print(f"report:        {out / 'report.html'}")
+    print(f"results:       {out / 'walkforward.json'} (equity.csv beside it, fold runs in fold_*/)")
+    return 0
+
+
 def add_set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an experiment value, e.g. --set agent.timesteps=5000 (repeatable)")
@@ -114,6 +148,36 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--data", default=None, help="backtest over every usable bar of another file of the same market")
     bt.add_argument("--out", default=None, help="output directory (default RUN_DIR/backtest/<split>)")
     bt.set_defaults(func=_backtest)
+
+    tu = sub.add_parser("tune", help="Optuna (TPE) hyper-parameter search on the validation split; resumable, "
+                                     "many workers / machines share one study through --storage")
+    tu.add_argument("experiment", help="experiment YAML (its tune: section declares the search space)")
+    tu.add_argument("--trials", type=int, default=None,
+                    help="finished trials the study should hold (default tune.n_trials, 20); a re-run resumes")
+    tu.add_argument("--storage", default=None,
+                    help="SQLAlchemy URL of the study storage, e.g. postgresql://user@host/db "
+                         "(default sqlite in the study directory)")
+    tu.add_argument("--study", default=None, help="study name (default the experiment name)")
+    tu.add_argument("--n-jobs", type=int, default=1, help="worker processes on this machine (default 1)")
+    tu.add_argument("--dir", default=None, help="study directory (default <run.root>/tune-<study>)")
+    tu.add_argument("--retrain-best", action="store_true",
+                    help="train the best trial's configuration again as a normal run directory")
+    add_set_option(tu)
+    tu.add_argument("--quiet", action="store_true", help="no per-trial log lines")
+    tu.set_defaults(func=_tune)
+
+    ev = sub.add_parser("evaluate", help="walk-forward evaluation: train (optionally tune) per fold, backtest on each "
+                                         "fold's test block, stitch, deflated Sharpe / PBO, success criteria")
+    ev.add_argument("experiment", help="experiment YAML")
+    ev.add_argument("--folds", type=int, default=None, help="number of walk-forward folds (default evaluation.folds)")
+    ev.add_argument("--tune-trials", type=int, default=0,
+                    help="tune inside each fold with this many trials first (default 0: train as configured)")
+    ev.add_argument("--n-jobs", type=int, default=1, help="tuning worker processes per fold (default 1)")
+    ev.add_argument("--storage", default=None, help="tuning storage URL (default a sqlite file per fold)")
+    ev.add_argument("--out", default=None, help="output directory (default <run.root>/<name>-walkforward-<time>)")
+    add_set_option(ev)
+    ev.add_argument("--quiet", action="store_true", help="no progress bars or per-trial log lines")
+    ev.set_defaults(func=_evaluate)
     return parser
 
 
