@@ -1,0 +1,173 @@
+"""``EnvConfig``: every knob of the trading env, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from spotgym.envs.filters import ExchangeFilters
+
+__all__ = ["ACTIONS", "OBS_MODES", "REWARDS", "EnvConfig"]
+
+ACTIONS: tuple[str, ...] = ("continuous", "levels", "buy_sell_hold")
+REWARDS: tuple[str, ...] = ("log", "dsr", "drawdown")
+OBS_MODES: tuple[str, ...] = ("box", "dict")
+
+
+def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+            lo_open: bool = False, hi_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"EnvConfig.{name} must be a number, got {value!r}") from None
+    bad = not math.isfinite(v)
+    if lo is not None:
+        bad |= v <= lo if lo_open else v < lo
+    if hi is not None:
+        bad |= v >= hi if hi_open else v > hi
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        raise ValueError(f"EnvConfig.{name} must be a finite number in {span}, got {value!r}")
+    return v
+
+
+def _int(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < lo:
+        raise ValueError(f"EnvConfig.{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Configuration of ``TradingEnv`` / ``VecTradingEnv``; keyword overrides just work.
+
+    ``EnvConfig(fee=0.0, filters=None)``; ``cfg.replace(window=64)``. A bad value raises
+    ``ValueError`` naming the field.
+
+    Actions (``action``):
+      ``"continuous"``: ``Box(0, 1, (1,))`` target exposure (fraction of equity held in the asset,
+      met at the fill price after fees and filter rounding); ``"levels"``: ``Discrete(len(levels))``
+      target exposures; ``"buy_sell_hold"``: ``Discrete(3)`` = hold, buy, sell, where buy raises
+      the exposure by ``trade_fraction`` (capped at 1) and sell lowers it by ``trade_fraction``
+      (floored at 0). Target actions rebalance every step unless the change of exposure is
+      below ``deadband``; hold never trades.
+
+    Costs: ``fee`` on the traded notional (quote currency); fills at the next bar's open worsened
+    by ``slippage_bps`` plus ``impact_bps`` x participation (order quantity / the fill bar's
+    volume); ``max_participation`` caps an order at that fraction of the fill bar's volume
+    (``None`` = no cap). ``filters`` are the exchange rules (``None`` = off).
+
+    Rewards (``reward``): ``"log"`` = log(E_t+1 / E_t) of net equity (fees included; summed over
+    an episode it is log(final / initial equity)); ``"dsr"`` = Moody & Saffell's differential
+    Sharpe ratio of the log returns with moment decay ``dsr_eta``; ``"drawdown"`` = log return
+    minus ``dd_penalty`` x the increase of the log drawdown log(peak / equity) this step.
+
+    Episodes: decisions happen on rows in ``[start_row, end_row)`` (``end_row`` ``None`` = the end
+    of the frame); the observation window may reach back before ``start_row``. With
+    ``episode_length`` set, each reset picks a random start row (seeded) whose whole episode
+    fits; ``None`` = one sequential pass. Equity below ``ruin_floor`` x ``initial_cash``
+    terminates the episode (0 = never).
+
+    Observation (``obs_mode``): ``"box"`` = one float32 vector, the ``window`` x n_features
+    feature rows (oldest first, row-major) followed by the account state [exposure, unrealised
+    return, log1p(bars in position), cash fraction]; ``"dict"`` = the same two parts as a flat
+    ``{"features": (window * n_features,), "account": (4,)}`` for ``MultiInputPolicy``.
+    """
+
+    action: Literal["continuous", "levels", "buy_sell_hold"] = "continuous"
+    levels: tuple[float, ...] = (0.0, 0.5, 1.0)
+    trade_fraction: float = 1.0
+    deadband: float = 0.0
+    fee: float = 0.001
+    slippage_bps: float = 1.0
+    impact_bps: float = 0.0
+    max_participation: float | None = None
+    filters: ExchangeFilters | None = field(default_factory=ExchangeFilters)
+    window: int = 32
+    episode_length: int | None = None
+    start_row: int = 0
+    end_row: int | None = None
+    reward: Literal["log", "dsr", "drawdown"] = "log"
+    dsr_eta: float = 0.01
+    dd_penalty: float = 0.5
+    initial_cash: float = 10_000.0
+    ruin_floor: float = 0.0
+    obs_mode: Literal["box", "dict"] = "box"
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.action not in ACTIONS:
+            raise ValueError(f"EnvConfig.action must be one of {ACTIONS}, got {self.action!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"EnvConfig.reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"EnvConfig.obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
+        try:
+            levels = tuple(float(x) for x in self.levels)
+        except (TypeError, ValueError):
+            raise ValueError(f"EnvConfig.levels must be a sequence of numbers in [0, 1], got {self.levels!r}") from None
+        if not levels or any(not (0.0 <= x <= 1.0) for x in levels) or len(set(levels)) != len(levels):
+            raise ValueError(f"EnvConfig.levels must be distinct numbers in [0, 1] (at least one), got {self.levels!r}")
+        set_(self, "levels", levels)
+        set_(self, "trade_fraction", _finite("trade_fraction", self.trade_fraction, 0.0, 1.0, lo_open=True))
+        set_(self, "deadband", _finite("deadband", self.deadband, 0.0, 1.0, hi_open=True))
+        set_(self, "fee", _finite("fee", self.fee, 0.0, 1.0, hi_open=True))
+        set_(self, "slippage_bps", _finite("slippage_bps", self.slippage_bps, 0.0, 10_000.0, hi_open=True))
+        set_(self, "impact_bps", _finite("impact_bps", self.impact_bps, 0.0, 10_000.0, hi_open=True))
+        if self.max_participation is not None:
+            set_(self, "max_participation",
+                 _finite("max_participation", self.max_participation, 0.0, 1.0, lo_open=True))
+        filters = self.filters
+        if isinstance(filters, Mapping):
+            filters = ExchangeFilters.from_mapping(filters)
+        if filters is not None and not isinstance(filters, ExchangeFilters):
+            raise ValueError(f"EnvConfig.filters must be an ExchangeFilters, a mapping of its fields or None, "
+                             f"got {type(filters).__name__}")
+        set_(self, "filters", filters)
+        set_(self, "window", _int("window", self.window, 1))
+        if self.episode_length is not None:
+            set_(self, "episode_length", _int("episode_length", self.episode_length, 1))
+        set_(self, "start_row", _int("start_row", self.start_row, 0))
+        if self.end_row is not None:
+            set_(self, "end_row", _int("end_row", self.end_row, 0))
+            if self.end_row < self.start_row + 2:
+                raise ValueError(f"EnvConfig.end_row ({self.end_row}) must be at least start_row + 2 "
+                                 f"({self.start_row + 2}): a step needs the decision row and the fill row")
+        set_(self, "dsr_eta", _finite("dsr_eta", self.dsr_eta, 0.0, 1.0, lo_open=True, hi_open=True))
+        set_(self, "dd_penalty", _finite("dd_penalty", self.dd_penalty, 0.0))
+        set_(self, "initial_cash", _finite("initial_cash", self.initial_cash, 0.0, lo_open=True))
+        set_(self, "ruin_floor", _finite("ruin_floor", self.ruin_floor, 0.0, 1.0, hi_open=True))
+
+    def replace(self, **changes: Any) -> EnvConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def for_rows(self, rows: range) -> EnvConfig:
+        """A copy trading the rows of ``rows`` (e.g. ``fold.train`` of ``spotgym.data.WalkForward``)."""
+        if rows.step != 1 or len(rows) < 2:
+            raise ValueError(f"EnvConfig.for_rows needs a contiguous range of at least 2 rows, got {rows!r}")
+        return self.replace(start_row=rows.start, end_row=rows.stop)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> EnvConfig:
+        """From a plain mapping (a YAML block); unknown keys are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EnvConfig field(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["levels"] = list(self.levels)
+        return out
+
+    @property
+    def n_account(self) -> int:
+        """Number of account-state values appended to the observation."""
+        return 4

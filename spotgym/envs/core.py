@@ -1,0 +1,185 @@
+"""``AccountEngine``: the arrays of N accounts and the kernel calls both env classes share.
+
+``TradingEnv`` (N = 1, the gymnasium API) and ``VecTradingEnv`` (N accounts, the SB3 VecEnv
+API) are thin shells over this class; every number they return comes from ``nb.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from spotgym.envs import nb
+from spotgym.envs.config import EnvConfig
+from spotgym.envs.filters import ExchangeFilters
+from spotgym.envs.market import MarketData
+
+__all__ = ["AccountEngine", "make_params"]
+
+OPEN_END = np.iinfo(np.int64).max // 2  # the last row of a live (open-ended) episode
+_ACTION_KIND = {"continuous": nb.ACT_CONTINUOUS, "levels": nb.ACT_LEVELS, "buy_sell_hold": nb.ACT_BUY_SELL_HOLD}
+_REWARD_KIND = {"log": nb.REW_LOG, "dsr": nb.REW_DSR, "drawdown": nb.REW_DRAWDOWN}
+
+
+def make_params(config: EnvConfig) -> np.ndarray:
+    """The float parameter vector ``p`` of the kernels (``P_*``, then the target levels)."""
+    flt = config.filters or ExchangeFilters.off()
+    p = np.zeros(nb.N_P + len(config.levels), dtype=np.float64)
+    p[nb.P_FEE] = config.fee
+    p[nb.P_SLIP_BPS] = config.slippage_bps
+    p[nb.P_IMPACT_BPS] = config.impact_bps
+    p[nb.P_MAX_PART] = config.max_participation or 0.0
+    p[nb.P_TICK] = flt.tick_size
+    p[nb.P_STEP] = flt.step_size
+    p[nb.P_MIN_QTY] = flt.min_qty
+    p[nb.P_MIN_NOTIONAL] = flt.min_notional
+    p[nb.P_CASH0] = config.initial_cash
+    p[nb.P_RUIN] = config.ruin_floor * config.initial_cash
+    p[nb.P_DD_PENALTY] = config.dd_penalty
+    p[nb.P_DSR_ETA] = config.dsr_eta
+    p[nb.P_TRADE_FRACTION] = config.trade_fraction
+    p[nb.P_DEADBAND] = config.deadband
+    p[nb.N_P:] = config.levels
+    return p
+
+
+class AccountEngine:
+    """N accounts trading one market: state arrays, parameters, episode bounds, kernel calls."""
+
+    def __init__(self, market: MarketData, config: EnvConfig, n_envs: int, open_ended: bool = False) -> None:
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        self.market = market
+        self.config = config
+        self.n_envs = int(n_envs)
+        self.open_ended = bool(open_ended)  # live: the sequential pass never ends at the data's end
+        self.window = config.window
+        self.n_features = market.n_features
+        self.feat_dim = self.window * self.n_features
+        self.obs_dim = self.feat_dim + nb.N_ACCOUNT_OBS
+        self.feature_shape = (self.window, self.n_features)  # the feature block, row-major (oldest row first)
+        self.fs = np.zeros((self.n_envs, nb.N_FS), dtype=np.float64)
+        self.ist = np.zeros((self.n_envs, nb.N_IS), dtype=np.int64)
+        self.p = make_params(config)
+        self.ip = np.zeros(nb.N_IP, dtype=np.int64)
+        self.ip[nb.I_ACTION] = _ACTION_KIND[config.action]
+        self.ip[nb.I_REWARD] = _REWARD_KIND[config.reward]
+        self.ip[nb.I_WINDOW] = self.window
+        self.ip[nb.I_NFEAT] = self.n_features
+        self.ip[nb.I_EP_LEN] = config.episode_length or 0
+        self.levels = self.p[nb.N_P:]
+        self.actions = np.zeros(self.n_envs, dtype=np.float64)  # actions as the kernels take them
+        self.term_obs = np.zeros((self.n_envs, self.obs_dim), dtype=np.float32)
+        self.reset_info = np.zeros((self.n_envs, nb.N_INFO), dtype=np.float64)
+        self.all_idx = np.arange(self.n_envs, dtype=np.int64)
+        self.compute_bounds()
+        self.action_space = self._action_space()
+        self.observation_space = self._observation_space()
+
+    # ------------------------------------------------------------------ episode bounds
+    def compute_bounds(self) -> None:
+        """Candidate start rows (random episodes) or the one sequential pass, from the config's
+        row range and the rows whose observation window is valid."""
+        cfg, m = self.config, self.market
+        n = len(m)
+        last = n - 1 if cfg.end_row is None else min(cfg.end_row, n) - 1  # last row that can be filled at
+        ok = m.window_ok
+        run_end = nb.run_end_nb(ok)
+        rows = np.arange(cfg.start_row, max(cfg.start_row, last), dtype=np.int64)  # decision rows
+        reach = np.minimum(run_end[rows], last) if rows.size else rows
+        span = f"rows [{cfg.start_row}, {last + 1}) of a {n}-row frame with window {cfg.window}"
+        if cfg.episode_length is not None:
+            starts = rows[ok[rows] & (rows + cfg.episode_length <= reach)] if rows.size else rows
+            if starts.size == 0:
+                raise ValueError(f"no episode of episode_length={cfg.episode_length} fits in {span} "
+                                 f"(every row of a window must be valid; first valid row {m.valid.argmax()})")
+            self.starts = starts
+            self.seq_start = int(starts[0])
+            self.ip[nb.I_SEQ_END] = -1
+        else:
+            good = rows[ok[rows] & (reach > rows)] if rows.size else rows
+            if good.size == 0:
+                raise ValueError(f"no row with a valid observation window and a next row in {span}")
+            self.seq_start = int(good[0])
+            self.starts = np.array([self.seq_start], dtype=np.int64)
+            self.ip[nb.I_SEQ_END] = OPEN_END if self.open_ended else int(min(run_end[self.seq_start], last))
+
+    @property
+    def seq_end(self) -> int:
+        return int(self.ip[nb.I_SEQ_END])
+
+    def draw_start(self, rng: np.random.Generator) -> int:
+        """A start row: random among the candidates (training) or the sequential start."""
+        if self.config.episode_length is None:
+            return self.seq_start
+        return int(self.starts[rng.integers(self.starts.size)])
+
+    # ------------------------------------------------------------------ spaces
+    def _action_space(self) -> spaces.Space:
+        kind = self.config.action
+        if kind == "continuous":
+            return spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+        if kind == "levels":
+            return spaces.Discrete(len(self.config.levels))
+        return spaces.Discrete(3)
+
+    def _observation_space(self) -> spaces.Space:
+        if self.config.obs_mode == "dict":
+            return spaces.Dict({
+                "features": spaces.Box(-np.inf, np.inf, shape=(self.feat_dim,), dtype=np.float32),
+                "account": spaces.Box(-np.inf, np.inf, shape=(nb.N_ACCOUNT_OBS,), dtype=np.float32),
+            })
+        return spaces.Box(-np.inf, np.inf, shape=(self.obs_dim,), dtype=np.float32)
+
+    @property
+    def n_mask(self) -> int:
+        kind = self.config.action
+        return len(self.config.levels) if kind == "levels" else 3 if kind == "buy_sell_hold" else 1
+
+    # ------------------------------------------------------------------ kernel calls
+    def set_actions(self, actions) -> np.ndarray:
+        """Copy ``actions`` (any shape with N elements) into the float64 action buffer."""
+        if self.n_envs == 1 and isinstance(actions, int | float | np.number):
+            self.actions[0] = actions
+            return self.actions
+        a = actions if isinstance(actions, np.ndarray) else np.asarray(actions)
+        if a.size != self.n_envs:
+            raise ValueError(f"expected {self.n_envs} action(s), got an array of shape {a.shape}")
+        np.copyto(self.actions, a.reshape(self.n_envs), casting="unsafe")
+        return self.actions
+
+    def step(self, obs: np.ndarray, info: np.ndarray) -> int:
+        """Step every account with ``self.actions``; returns how many finished (``ist[:, DONE]``)."""
+        m = self.market
+        return nb.step_accounts_nb(self.actions, self.fs, self.ist, self.p, self.ip, m.vflat, m.px, obs, info)
+
+    def autoreset(self, next_start: np.ndarray, obs: np.ndarray) -> None:
+        """Restart the finished accounts at ``next_start`` (their last observation and the reset
+        info land in ``term_obs`` / ``reset_info``)."""
+        m = self.market
+        nb.autoreset_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, next_start, obs, self.term_obs,
+                                 self.reset_info)
+
+    def reset(self, idx: np.ndarray, starts: np.ndarray, obs: np.ndarray, info: np.ndarray) -> None:
+        m = self.market
+        nb.reset_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, idx, starts, obs, info)
+
+    def observe(self, obs: np.ndarray, info: np.ndarray) -> None:
+        m = self.market
+        nb.observe_accounts_nb(self.fs, self.ist, self.ip, m.vflat, m.px, obs, info)
+
+    def advance(self, obs: np.ndarray, info: np.ndarray) -> None:
+        m = self.market
+        nb.advance_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, obs, info)
+
+    def action_masks(self) -> np.ndarray:
+        out = np.zeros((self.n_envs, self.n_mask), dtype=np.bool_)
+        nb.action_masks_nb(self.fs, self.ist, self.p, self.ip, self.market.px, out)
+        return out
+
+    # ------------------------------------------------------------------ observation views
+    def split_obs(self, flat: np.ndarray):
+        """Flat (..., obs_dim) observations as the configured observation type (views)."""
+        if self.config.obs_mode == "box":
+            return flat
+        return {"features": flat[..., : self.feat_dim], "account": flat[..., self.feat_dim:]}

@@ -1,0 +1,520 @@
+"""Every numba kernel of the trading env: pure functions over arrays, named ``*_nb``.
+
+Layouts (the column constants below are the contract between the kernels and ``core.py``):
+
+- ``fs``: float64 (N, N_FS) account state per env: cash, units held, equity marked at the last
+  close, cumulated fees, average entry price, peak equity, the two DSR moments, and the fills
+  since the last mark (net signed quantity, absolute quantity, notional, fees);
+- ``ist``: int64 (N, N_IS): current row (the row whose close the observation ends at), the
+  episode's last row, bars in position, steps taken, whether a fill happened since the last
+  mark, and the last step's flags (terminated, truncated, done);
+- ``p`` float64: the parameters ``P_*`` followed by the target levels; ``ip`` int64: ``I_*``;
+- ``vflat``: the float32 feature matrix flattened row-major (T * F,), ``px``: float64 (T, 3) =
+  open, close, volume;
+- outputs: ``obs`` float32 (N, W * F + 4); ``info`` float64 (N, N_INFO): the fields of
+  ``INFO_KEYS`` and the step's reward (``INF_REWARD``).
+
+Few, packed arguments are deliberate: a numba call costs ~0.2 us per array argument, which is
+most of a step at small N.
+
+The time contract: an action taken on row t fills at ``open[t + 1]`` (``sim_fill_nb``), the
+account takes the fill (``apply_fill_nb``, the same update a live broker's fill goes through),
+and the account is marked at ``close[t + 1]`` (``mark_nb``), which gives the reward and the next
+observation (rows t + 2 - W .. t + 1).
+
+All kernels use ``error_model="numpy"`` (no zero-division checks: every division is guarded by
+the logic itself) and the per-account helpers are ``inline="always"``: both measurably speed up
+the N-account loop, whose cost beyond copying the observation is what the benchmark watches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+# --------------------------------------------------------------------------- layouts
+# fs columns
+CASH, UNITS, EQUITY, FEES, ENTRY, PEAK, DSR_A, DSR_B, FILL_QTY, FILL_ABS, FILL_NOTIONAL, FILL_FEE = range(12)
+N_FS = 12
+# ist columns
+ROW, END, BARS, STEPS, TRADED, TERM, TRUNC, DONE = range(8)
+N_IS = 8
+# p (float params)
+(P_FEE, P_SLIP_BPS, P_IMPACT_BPS, P_MAX_PART, P_TICK, P_STEP, P_MIN_QTY, P_MIN_NOTIONAL, P_CASH0, P_RUIN,
+ P_DD_PENALTY, P_DSR_ETA, P_TRADE_FRACTION, P_DEADBAND) = range(14)
+N_P = 14  # p[N_P:] holds the target levels
+# ip (int params)
+I_ACTION, I_REWARD, I_WINDOW, I_NFEAT, I_EP_LEN, I_SEQ_END = range(6)
+N_IP = 6
+ACT_CONTINUOUS, ACT_LEVELS, ACT_BUY_SELL_HOLD = 0, 1, 2
+REW_LOG, REW_DSR, REW_DRAWDOWN = 0, 1, 2
+HOLD, BUY, SELL = 0, 1, 2
+# info columns
+(INF_ROW, INF_EQUITY, INF_CASH, INF_POSITION, INF_EXPOSURE, INF_FEES_PAID, INF_TRADE, INF_FILL_PRICE,
+ INF_FILL_QTY, INF_FEE, INF_STEP, INF_PRICE, INF_REWARD) = range(13)
+N_INFO = 13
+INFO_KEYS = ("row", "equity", "cash", "position", "exposure", "fees_paid", "trade", "fill_price",
+             "fill_qty", "fee", "step", "price")  # the info dict's keys: columns 0 .. 11
+N_ACCOUNT_OBS = 4
+
+_EPS_ROUND = 1e-9  # tolerance (in steps / ticks) for rounding quantities and prices
+
+
+# --------------------------------------------------------------------------- exchange rules
+@njit(cache=True, error_model="numpy", inline="always")
+def floor_to_nb(x, step):
+    """``x`` floored to a multiple of ``step`` (``step`` <= 0: unchanged)."""
+    if step <= 0.0:
+        return x
+    return math.floor(x / step + _EPS_ROUND) * step
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def ceil_to_nb(x, step):
+    """``x`` rounded up to a multiple of ``step`` (``step`` <= 0: unchanged)."""
+    if step <= 0.0:
+        return x
+    return math.ceil(x / step - _EPS_ROUND) * step
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def fill_price_nb(open_px, slip, buy, tick):
+    """Open price worsened by the fractional slippage ``slip``, rounded to the tick against us."""
+    if buy:
+        return ceil_to_nb(open_px * (1.0 + slip), tick)
+    return floor_to_nb(open_px * (1.0 - slip), tick)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def target_qty_nb(target, cash, units, price, fee, buy):
+    """Quantity to trade at ``price`` so that, after the fill and its fee, units x price equals
+    ``target`` x equity valued at ``price``. Buys: q = (x E - u p) / (p (1 + x f)); sells:
+    q = (u p - x E) / (p (1 - x f)), with E = cash + u p. Returns a non-negative quantity
+    (0 when the order would go the other way)."""
+    equity = cash + units * price
+    if buy:
+        q = (target * equity - units * price) / (price * (1.0 + target * fee))
+    else:
+        q = (units * price - target * equity) / (price * (1.0 - target * fee))
+    return q if q > 0.0 else 0.0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def sim_fill_nb(target, cash, units, open_px, volume, fee, slip_bps, impact_bps, max_part, tick, step,
+                min_qty, min_notional, deadband):
+    """Simulated market order meeting ``target`` exposure at the bar open.
+
+    Returns ``(signed quantity, fill price, fee)``; quantity 0 means no trade (and no fee).
+    Side: from the exposure at the unslipped open. Price: open x (1 +/- slippage) rounded to the
+    tick against us, where slippage = ``slip_bps`` + ``impact_bps`` x participation (order
+    quantity / the bar's volume, one fixed-point iteration). ``max_part`` (> 0) caps the
+    quantity at that share of the bar's volume. Buys never spend more cash than there is, fee
+    included; quantities are floored to the lot step; a sell leaving less than ``min_qty`` or
+    ``min_notional`` sells the whole position; a full exit (target 0) sells the whole balance;
+    an order below ``min_qty`` or ``min_notional`` is rejected.
+    """
+    if target != target:  # NaN: no order
+        return 0.0, 0.0, 0.0
+    if target < 0.0:
+        target = 0.0
+    elif target > 1.0:
+        target = 1.0
+    equity = cash + units * open_px
+    if not (equity > 0.0) or not (open_px > 0.0):
+        return 0.0, 0.0, 0.0
+    gap = target - units * open_px / equity
+    if gap == 0.0 or abs(gap) < deadband:
+        return 0.0, 0.0, 0.0
+    buy = gap > 0.0
+    price = fill_price_nb(open_px, slip_bps * 1e-4, buy, tick)
+    if not (price > 0.0):
+        return 0.0, 0.0, 0.0
+    q = target_qty_nb(target, cash, units, price, fee, buy)
+    if q <= 0.0:
+        return 0.0, 0.0, 0.0
+    if impact_bps > 0.0 and volume > 0.0:
+        price = fill_price_nb(open_px, (slip_bps + impact_bps * q / volume) * 1e-4, buy, tick)
+        if not (price > 0.0):
+            return 0.0, 0.0, 0.0
+        q = target_qty_nb(target, cash, units, price, fee, buy)
+    if max_part > 0.0 and q > max_part * volume:
+        q = max_part * volume
+    if buy:
+        q_cash = cash / (price * (1.0 + fee))
+        if q > q_cash:
+            q = q_cash
+        if step > 0.0:
+            k = math.floor(q / step + _EPS_ROUND)
+            q = k * step
+            if q * price * (1.0 + fee) > cash * (1.0 + 1e-12):
+                q = (k - 1.0) * step
+    else:
+        full = target <= 0.0 or q >= units
+        if full:
+            q = units
+        else:
+            q = floor_to_nb(q, step)
+            if q > units:
+                q = units
+            rest = units - q
+            if rest < min_qty or rest * price < min_notional:
+                q = units  # dust rule: do not leave an unsellable remainder
+    if q <= 0.0 or q < min_qty or q * price < min_notional:
+        return 0.0, 0.0, 0.0
+    paid = q * price * fee
+    return (q if buy else -q), price, paid
+
+
+# --------------------------------------------------------------------------- account updates
+@njit(cache=True, error_model="numpy", inline="always")
+def apply_fill_nb(fs, ist, i, qty, price, fee):
+    """Account ``i`` takes a fill: ``qty`` base units (> 0 bought, < 0 sold) at ``price``, paying
+    ``fee`` in quote. Simulated fills and a live broker's fills both go through here."""
+    cash = fs[i, CASH]
+    units = fs[i, UNITS]
+    notional = abs(qty) * price
+    if qty > 0.0:
+        new_units = units + qty
+        fs[i, ENTRY] = (units * fs[i, ENTRY] + qty * price) / new_units if units > 0.0 else price
+        cash = cash - notional - fee
+        if cash < 0.0 and cash > -1e-9 * (notional + fee):  # float dust of the all-in buy
+            cash = 0.0
+    else:
+        new_units = units + qty
+        if new_units < 0.0 and new_units > -1e-12 * units:
+            new_units = 0.0
+        cash = cash + notional - fee
+        if new_units <= 0.0:
+            fs[i, ENTRY] = 0.0
+    fs[i, CASH] = cash
+    fs[i, UNITS] = new_units
+    fs[i, FEES] += fee
+    fs[i, FILL_QTY] += qty
+    fs[i, FILL_ABS] += abs(qty)
+    fs[i, FILL_NOTIONAL] += notional
+    fs[i, FILL_FEE] += fee
+    ist[i, TRADED] = 1
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def mark_nb(fs, ist, i, row, close, reward_kind, dsr_eta, dd_penalty):
+    """Move account ``i`` to ``row`` and mark it at that row's close; returns the reward."""
+    equity = fs[i, CASH] + fs[i, UNITS] * close
+    prev = fs[i, EQUITY]
+    r = math.log(equity / prev)
+    peak = fs[i, PEAK]
+    if reward_kind == REW_LOG:
+        reward = r
+    elif reward_kind == REW_DSR:
+        a = fs[i, DSR_A]
+        b = fs[i, DSR_B]
+        da = r - a
+        db = r * r - b
+        var = b - a * a
+        reward = (b * da - 0.5 * a * db) / var ** 1.5 if var > 1e-18 else 0.0
+        fs[i, DSR_A] = a + dsr_eta * da
+        fs[i, DSR_B] = b + dsr_eta * db
+    else:
+        new_peak = peak if peak >= equity else equity
+        rise = math.log(new_peak / equity) - math.log(peak / prev)
+        reward = r - dd_penalty * rise if rise > 0.0 else r
+    if equity > peak:
+        fs[i, PEAK] = equity
+    fs[i, EQUITY] = equity
+    ist[i, ROW] = row
+    ist[i, STEPS] += 1
+    if fs[i, UNITS] > 0.0:
+        ist[i, BARS] += 1
+    else:
+        ist[i, BARS] = 0
+    return reward
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def clear_fills_nb(fs, ist, i):
+    fs[i, FILL_QTY] = 0.0
+    fs[i, FILL_ABS] = 0.0
+    fs[i, FILL_NOTIONAL] = 0.0
+    fs[i, FILL_FEE] = 0.0
+    ist[i, TRADED] = 0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def reset_account_nb(fs, ist, i, start, end, cash0):
+    """Account ``i`` flat with ``cash0`` at the close of row ``start``; the episode ends at ``end``."""
+    fs[i, CASH] = cash0
+    fs[i, UNITS] = 0.0
+    fs[i, EQUITY] = cash0
+    fs[i, FEES] = 0.0
+    fs[i, ENTRY] = 0.0
+    fs[i, PEAK] = cash0
+    fs[i, DSR_A] = 0.0
+    fs[i, DSR_B] = 0.0
+    ist[i, ROW] = start
+    ist[i, END] = end
+    ist[i, BARS] = 0
+    ist[i, STEPS] = 0
+    ist[i, TERM] = 0
+    ist[i, TRUNC] = 0
+    ist[i, DONE] = 0
+    clear_fills_nb(fs, ist, i)
+
+
+# --------------------------------------------------------------------------- observation, info
+@njit(cache=True, error_model="numpy", inline="always")
+def write_obs_nb(obs, i, vflat, row, window, n_feat, fs, ist, close):
+    """Row ``i`` of ``obs``: feature rows ``row - window + 1 .. row`` (row-major) + account state."""
+    n = window * n_feat
+    base = (row - window + 1) * n_feat
+    for k in range(n):
+        obs[i, k] = vflat[base + k]
+    equity = fs[i, EQUITY]
+    units = fs[i, UNITS]
+    entry = fs[i, ENTRY]
+    if equity > 0.0:
+        obs[i, n] = units * close / equity
+        obs[i, n + 3] = fs[i, CASH] / equity
+    else:
+        obs[i, n] = 0.0
+        obs[i, n + 3] = 0.0
+    obs[i, n + 1] = close / entry - 1.0 if units > 0.0 and entry > 0.0 else 0.0
+    obs[i, n + 2] = math.log1p(ist[i, BARS])
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def write_info_nb(info, i, fs, ist, close):
+    equity = fs[i, EQUITY]
+    info[i, INF_ROW] = ist[i, ROW]
+    info[i, INF_EQUITY] = equity
+    info[i, INF_CASH] = fs[i, CASH]
+    info[i, INF_POSITION] = fs[i, UNITS]
+    info[i, INF_EXPOSURE] = fs[i, UNITS] * close / equity if equity > 0.0 else 0.0
+    info[i, INF_FEES_PAID] = fs[i, FEES]
+    info[i, INF_TRADE] = ist[i, TRADED]
+    info[i, INF_FILL_PRICE] = fs[i, FILL_NOTIONAL] / fs[i, FILL_ABS] if fs[i, FILL_ABS] > 0.0 else 0.0
+    info[i, INF_FILL_QTY] = fs[i, FILL_QTY]
+    info[i, INF_FEE] = fs[i, FILL_FEE]
+    info[i, INF_STEP] = ist[i, STEPS]
+    info[i, INF_PRICE] = close
+
+
+# --------------------------------------------------------------------------- actions
+@njit(cache=True, error_model="numpy", inline="always")
+def action_target_nb(action, kind, levels, trade_fraction, cash, units, price):
+    """``(target exposure, hold)`` of one action; raises on an invalid discrete action."""
+    if kind == ACT_CONTINUOUS:
+        return action, False
+    a = int(action)
+    if a != action:
+        raise ValueError("discrete action is not an integer")
+    if kind == ACT_LEVELS:
+        if a < 0 or a >= levels.shape[0]:
+            raise ValueError("levels action out of range")
+        return levels[a], False
+    if a == HOLD:
+        return 0.0, True
+    if a != BUY and a != SELL:
+        raise ValueError("buy_sell_hold action must be 0 (hold), 1 (buy) or 2 (sell)")
+    equity = cash + units * price
+    cur = units * price / equity if equity > 0.0 else 0.0
+    if a == BUY:
+        t = cur + trade_fraction
+        return (t if t < 1.0 else 1.0), False
+    t = cur - trade_fraction
+    return (t if t > 0.0 else 0.0), False
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def fill_order_nb(fs, ist, i, action, p, ip, levels, px, row_next):
+    """Action of account ``i`` -> simulated fill at ``open[row_next]`` -> account update."""
+    cash = fs[i, CASH]
+    units = fs[i, UNITS]
+    open_px = px[row_next, 0]
+    target, hold = action_target_nb(action, ip[I_ACTION], levels, p[P_TRADE_FRACTION], cash, units, open_px)
+    if hold:
+        return
+    qty, price, fee = sim_fill_nb(target, cash, units, open_px, px[row_next, 2], p[P_FEE], p[P_SLIP_BPS],
+                                  p[P_IMPACT_BPS], p[P_MAX_PART], p[P_TICK], p[P_STEP], p[P_MIN_QTY],
+                                  p[P_MIN_NOTIONAL], p[P_DEADBAND])
+    if qty != 0.0:
+        apply_fill_nb(fs, ist, i, qty, price, fee)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def episode_end_nb(start, ip):
+    """Last row of an episode starting at ``start``."""
+    ep_len = ip[I_EP_LEN]
+    return start + ep_len if ep_len > 0 else ip[I_SEQ_END]
+
+
+# --------------------------------------------------------------------------- fused N-account kernels
+@njit(cache=True, error_model="numpy", inline="always")
+def mark_step_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty, ruin, info):
+    """Mark account ``i`` at ``close`` of ``row_next``: reward, flags, info; clears the fills."""
+    info[i, INF_REWARD] = mark_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty)
+    term = ruin > 0.0 and fs[i, EQUITY] < ruin
+    trunc = row_next >= ist[i, END]
+    ist[i, TERM] = term
+    ist[i, TRUNC] = trunc
+    ist[i, DONE] = term or trunc
+    write_info_nb(info, i, fs, ist, close)
+    clear_fills_nb(fs, ist, i)
+
+
+@njit(cache=True, error_model="numpy")
+def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, obs, info):
+    """One step of every account, in one call; returns how many accounts finished.
+
+    For each account: fill the action at the next open (``fill_order_nb``), mark at the next
+    close (reward, flags, info, as ``mark_step_nb``), write the observation of the new row. A
+    finished account's observation is its last one; ``autoreset_accounts_nb`` restarts it.
+    """
+    window = ip[I_WINDOW]
+    n_feat = ip[I_NFEAT]
+    reward_kind = ip[I_REWARD]
+    dsr_eta = p[P_DSR_ETA]
+    dd_penalty = p[P_DD_PENALTY]
+    ruin = p[P_RUIN]
+    levels = p[N_P:]
+    n_done = 0
+    for i in range(actions.shape[0]):
+        row_next = ist[i, ROW] + 1
+        fill_order_nb(fs, ist, i, actions[i], p, ip, levels, px, row_next)
+        close = px[row_next, 1]
+        # = mark_step_nb(...), written out: called through one more level of inlined helper,
+        # this loop ran ~1.2-1.5x slower (numba 0.68)
+        info[i, INF_REWARD] = mark_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty)
+        term = ruin > 0.0 and fs[i, EQUITY] < ruin
+        trunc = row_next >= ist[i, END]
+        ist[i, TERM] = term
+        ist[i, TRUNC] = trunc
+        ist[i, DONE] = term or trunc
+        write_info_nb(info, i, fs, ist, close)
+        clear_fills_nb(fs, ist, i)
+        n_done += ist[i, DONE]
+        write_obs_nb(obs, i, vflat, row_next, window, n_feat, fs, ist, close)
+    return n_done
+
+
+@njit(cache=True, error_model="numpy")
+def autoreset_accounts_nb(fs, ist, p, ip, vflat, px, next_start, obs, term_obs, reset_info):
+    """Restart every finished account (SB3's auto-reset): its last observation goes to
+    ``term_obs``, it restarts at ``next_start[i]`` (drawn by the caller), the reset info goes to
+    ``reset_info`` and its first observation to ``obs``."""
+    window = ip[I_WINDOW]
+    n_feat = ip[I_NFEAT]
+    cash0 = p[P_CASH0]
+    for i in range(fs.shape[0]):
+        if ist[i, DONE]:
+            for k in range(obs.shape[1]):
+                term_obs[i, k] = obs[i, k]
+            start = next_start[i]
+            reset_account_nb(fs, ist, i, start, episode_end_nb(start, ip), cash0)
+            close = px[start, 1]
+            write_info_nb(reset_info, i, fs, ist, close)
+            write_obs_nb(obs, i, vflat, start, window, n_feat, fs, ist, close)
+
+
+@njit(cache=True, error_model="numpy")
+def reset_accounts_nb(fs, ist, p, ip, vflat, px, idx, starts, obs, info):
+    """Reset accounts ``idx`` to start at ``starts`` (same length); write their obs and info."""
+    window = ip[I_WINDOW]
+    n_feat = ip[I_NFEAT]
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        start = starts[j]
+        reset_account_nb(fs, ist, i, start, episode_end_nb(start, ip), p[P_CASH0])
+        close = px[start, 1]
+        write_info_nb(info, i, fs, ist, close)
+        write_obs_nb(obs, i, vflat, start, window, n_feat, fs, ist, close)
+
+
+@njit(cache=True, error_model="numpy")
+def advance_accounts_nb(fs, ist, p, ip, vflat, px, obs, info):
+    """Mark every account at the next row's close and write its observation, without filling
+    any order: the second half of a step, for fills that came from a broker (``apply_fill_nb``)."""
+    window = ip[I_WINDOW]
+    n_feat = ip[I_NFEAT]
+    for i in range(fs.shape[0]):
+        row_next = ist[i, ROW] + 1
+        close = px[row_next, 1]
+        mark_step_nb(fs, ist, i, row_next, close, ip[I_REWARD], p[P_DSR_ETA], p[P_DD_PENALTY], p[P_RUIN], info)
+        write_obs_nb(obs, i, vflat, row_next, window, n_feat, fs, ist, close)
+
+
+@njit(cache=True, error_model="numpy")
+def observe_accounts_nb(fs, ist, ip, vflat, px, obs, info):
+    """Observation and info of every account at its current row (no state change)."""
+    window = ip[I_WINDOW]
+    n_feat = ip[I_NFEAT]
+    for i in range(fs.shape[0]):
+        row = ist[i, ROW]
+        close = px[row, 1]
+        write_obs_nb(obs, i, vflat, row, window, n_feat, fs, ist, close)
+        write_info_nb(info, i, fs, ist, close)
+
+
+@njit(cache=True, error_model="numpy")
+def action_masks_nb(fs, ist, p, ip, px, out):
+    """Valid actions of every account, judged at the close of its current row (the last price
+    the agent knows). buy_sell_hold: hold always; buy when the cash buys at least the minimum
+    order; sell when the position can be sold. levels: a level is valid when reaching it is an
+    order of at least ``min_notional``, and the level nearest to the current exposure (a hold)
+    is always valid. Continuous: all True (one column)."""
+    kind = ip[I_ACTION]
+    levels = p[N_P:]
+    fee = p[P_FEE]
+    min_qty = p[P_MIN_QTY]
+    min_notional = p[P_MIN_NOTIONAL]
+    for i in range(fs.shape[0]):
+        price = px[ist[i, ROW], 1]
+        cash = fs[i, CASH]
+        units = fs[i, UNITS]
+        equity = cash + units * price
+        cur = units * price / equity if equity > 0.0 else 0.0
+        if kind == ACT_BUY_SELL_HOLD:
+            q_buy = floor_to_nb(cash / (price * (1.0 + fee)), p[P_STEP])
+            out[i, HOLD] = True
+            out[i, BUY] = q_buy > 0.0 and q_buy >= min_qty and q_buy * price >= min_notional
+            out[i, SELL] = units > 0.0 and units >= min_qty and units * price >= min_notional
+        elif kind == ACT_LEVELS:
+            nearest = 0
+            for j in range(levels.shape[0]):
+                if abs(levels[j] - cur) < abs(levels[nearest] - cur):
+                    nearest = j
+            for j in range(levels.shape[0]):
+                out[i, j] = j == nearest or abs(levels[j] - cur) * equity >= min_notional
+        else:
+            for j in range(out.shape[1]):
+                out[i, j] = True
+
+
+# --------------------------------------------------------------------------- episode bounds
+@njit(cache=True, error_model="numpy")
+def window_ok_nb(valid, window):
+    """``ok[t]``: rows ``t - window + 1 .. t`` exist and are all valid."""
+    n = valid.shape[0]
+    ok = np.zeros(n, dtype=np.bool_)
+    run = 0
+    for t in range(n):
+        run = run + 1 if valid[t] else 0
+        ok[t] = run >= window
+    return ok
+
+
+@njit(cache=True, error_model="numpy")
+def run_end_nb(ok):
+    """``end[t]``: the last row r >= t with ``ok`` on all of t..r (-1 where ``ok[t]`` is False)."""
+    n = ok.shape[0]
+    end = np.full(n, -1, dtype=np.int64)
+    last = -1
+    for t in range(n - 1, -1, -1):
+        if ok[t]:
+            if last < 0:
+                last = t
+            end[t] = last
+        else:
+            last = -1
+    return end
