@@ -3,7 +3,10 @@
 Every indicator is a function ``(bars, **params) -> list[Column]``. Prices are turned into
 scale-free quantities (ratios to close, log returns) so one normalisation fits every market;
 ``scale="z"`` columns are later z-scored causally, ``scale="none"`` ones are already bounded.
-Cells inside an indicator's warm-up are NaN, never zero.
+Cells inside an indicator's warm-up are NaN, never zero. After the warm-up a few oscillators are
+undefined on a perfectly flat window (0 / 0: an exchange halt serves flat zero-volume bars); they
+take their neutral value there (stochastic 50, Bollinger %b at the middle band, volume z-score 0)
+so that a halt does not punch holes into the frame.
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ def bollinger(bars: pd.DataFrame, window: int = 20, dev: float = 2.0) -> list[Co
     b = ta.volatility.BollingerBands(bars["close"], window=window, window_dev=dev)
     w = window - 1
     tag = f"bb_{window}_{dev:g}"
+    flat = b.bollinger_hband() == b.bollinger_lband()
     return [
-        Column(f"{tag}_pctb", _warm(b.bollinger_pband() - 0.5, w), w, "none"),
+        Column(f"{tag}_pctb", _warm((b.bollinger_pband() - 0.5).mask(flat, 0.0), w), w, "none"),
         Column(f"{tag}_width", _warm(b.bollinger_wband(), w), w, "z"),
     ]
 
@@ -110,10 +114,13 @@ def stoch(bars: pd.DataFrame, window: int = 14, smooth: int = 3) -> list[Column]
     """Stochastic %K and %D mapped from [0, 100] to [-1, 1]."""
     s = ta.momentum.StochasticOscillator(bars["high"], bars["low"], bars["close"], window=window,
                                          smooth_window=smooth)
+    flat = bars["high"].rolling(window).max() == bars["low"].rolling(window).min()
+    k = s.stoch().mask(flat, 50.0)
+    d = k.rolling(smooth, min_periods=smooth).mean()  # ta's %D, over the neutral-filled %K
     k_w, d_w = window - 1, window + smooth - 2
     return [
-        Column(f"stoch_{window}_k", _warm((s.stoch() - 50.0) / 50.0, k_w), k_w, "none"),
-        Column(f"stoch_{window}_d", _warm((s.stoch_signal() - 50.0) / 50.0, d_w), d_w, "none"),
+        Column(f"stoch_{window}_k", _warm((k - 50.0) / 50.0, k_w), k_w, "none"),
+        Column(f"stoch_{window}_d", _warm((d - 50.0) / 50.0, d_w), d_w, "none"),
     ]
 
 
@@ -131,7 +138,7 @@ def volume_z(bars: pd.DataFrame, window: int = 96) -> list[Column]:
     logv = np.log1p(bars["volume"])
     roll = logv.rolling(window, min_periods=window)
     std = roll.std()
-    values = (logv - roll.mean()) / std.where(std > 0)
+    values = ((logv - roll.mean()) / std.where(std > 0)).mask(std == 0, 0.0)
     return [Column(f"volume_z_{window}", _warm(values, window - 1), window - 1, "none")]
 
 

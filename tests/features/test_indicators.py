@@ -86,3 +86,16 @@ def test_stochastic_and_volume_are_bounded_or_scaled(eth_1h_path):
     assert d.warmup == 15 and np.isnan(d.values.to_numpy()[:15]).all()
     vz = INDICATORS["volume_z"](bars, window=96)[0].values.to_numpy()
     assert np.isnan(vz[:95]).all() and np.isfinite(vz[95:]).all()
+
+
+def test_flat_windows_take_neutral_values_not_nan(eth_5m_path):
+    # 2023-03-24 11:30-12:35: fourteen flat zero-volume 5m bars before a trading halt
+    bars = load_bars(eth_5m_path, start="2023-03-23", end="2023-03-24T12:35")
+    k, d = INDICATORS["stoch"](bars, window=14, smooth=3)
+    assert k.values.iloc[-1] == 0.0 and np.isfinite(d.values.to_numpy()[15:]).all()
+    pctb = by_name(INDICATORS["bollinger"](bars, window=14))["bb_14_2_pctb"].values
+    assert pctb.iloc[-1] == 0.0
+    flat = bars_from_closes([10.0] * 30)
+    flat["volume"] = 0.0
+    assert (INDICATORS["volume_z"](flat, window=5)[0].values.to_numpy()[4:] == 0.0).all()
+    assert (INDICATORS["stoch"](flat.assign(high=10.0, low=10.0), window=5)[0].values.to_numpy()[4:] == 0.0).all()
