@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from spotgym.envs.filters import ExchangeFilters
 
-__all__ = ["ACTIONS", "OBS_MODES", "REWARDS", "EnvConfig"]
+__all__ = ["ACTIONS", "OBS_MODES", "REWARDS", "EnvConfig", "resolve_config"]
 
 ACTIONS: tuple[str, ...] = ("continuous", "levels", "buy_sell_hold")
 REWARDS: tuple[str, ...] = ("log", "dsr", "drawdown")
@@ -171,3 +171,11 @@ class EnvConfig:
     def n_account(self) -> int:
         """Number of account-state values appended to the observation."""
         return 4
+
+
+def resolve_config(config: EnvConfig | None, overrides: Mapping[str, Any]) -> EnvConfig:
+    """``config`` (default ``EnvConfig()``) with keyword ``overrides`` applied: what both env classes accept."""
+    config = config if config is not None else EnvConfig()
+    if not isinstance(config, EnvConfig):
+        raise TypeError(f"config must be an EnvConfig, got {type(config).__name__}")
+    return config.replace(**overrides) if overrides else config

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 from spotgym.envs import nb
-from spotgym.envs.config import EnvConfig
+from spotgym.envs.config import EnvConfig, resolve_config
 from spotgym.envs.core import AccountEngine
 from spotgym.envs.info import info_dict
 from spotgym.envs.market import MarketData
@@ -58,12 +58,7 @@ class TradingEnv(gym.Env):
 
     def __init__(self, frame: FeatureFrame | None = None, config: EnvConfig | None = None, *,
                  live: bool = False, **overrides: Any) -> None:
-        config = config if config is not None else EnvConfig()
-        if overrides:
-            config = config.replace(**overrides)
-        if not isinstance(config, EnvConfig):
-            raise TypeError(f"config must be an EnvConfig, got {type(config).__name__}")
-        self.config = config
+        self.config = config = resolve_config(config, overrides)
         self.market = MarketData(default_frame() if frame is None else frame, config.window)
         if live and config.episode_length is not None:
             raise ValueError("a live env runs one sequential pass: use episode_length=None")

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
 from spotgym.envs import nb
-from spotgym.envs.config import EnvConfig
+from spotgym.envs.config import EnvConfig, resolve_config
 from spotgym.envs.core import AccountEngine
 from spotgym.envs.info import StepInfo, info_dict
 from spotgym.envs.market import MarketData
@@ -49,12 +49,7 @@ class VecTradingEnv(VecEnv):
     def __init__(self, frame: FeatureFrame | None = None, n_envs: int = 1, config: EnvConfig | None = None, *,
                  seed: int | None = None, copy_obs: bool = False, copy_infos: bool = False,
                  **overrides: Any) -> None:
-        config = config if config is not None else EnvConfig()
-        if overrides:
-            config = config.replace(**overrides)
-        if not isinstance(config, EnvConfig):
-            raise TypeError(f"config must be an EnvConfig, got {type(config).__name__}")
-        self.config = config
+        self.config = config = resolve_config(config, overrides)
         self.market = MarketData(default_frame() if frame is None else frame, config.window)
         self.engine = eng = AccountEngine(self.market, config, n_envs=int(n_envs))
         self.render_mode = None
