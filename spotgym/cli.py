@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -181,9 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the input's fault (bad config, missing file, unreachable exchange): printed as one
+    line naming the problem instead of a traceback (``SPOTGYM_TRACEBACK=1`` shows it)."""
+    from spotgym.agents.tuning import TuneError
+    from spotgym.data.download import DownloadError
+
+    return ValueError, FileNotFoundError, DownloadError, TuneError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    if os.environ.get("SPOTGYM_TRACEBACK"):
+        return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -52,3 +52,14 @@ def test_data_download_through_the_loopback_server_then_resume(tmp_path, eth_1h_
     cached = load_bars(cache_path("binance", "ETH/USDT", "1h", tmp_path))
     assert len(cached) == 1500
     assert (cached["close"].to_numpy() == source["close"].to_numpy()).all()
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: x\nagent: {algo: ppo}\n")
+    assert main(["train", str(exp), "--set", "agent.timestep=5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: agent.timestep: unknown key; known: ['algo', 'device', 'eval_every', 'n_envs', 'params', "
+        "'policy', 'timesteps']")
+    assert main(["backtest", str(tmp_path)]) == 2
+    assert "not a spotgym run directory" in capsys.readouterr().err

@@ -45,9 +45,13 @@ def load_experiment_bars(exp: Experiment) -> pd.DataFrame:
     d = exp.data
     source = d.path or os.environ.get(DATA_PATH_ENV)
     if not source:
-        from spotgym.data.download import download_ohlcv
+        from spotgym.data.download import DownloadError, download_ohlcv
 
-        result = download_ohlcv(d.symbol, d.timeframe, since=d.start, exchange=d.exchange)
+        try:
+            result = download_ohlcv(d.symbol, d.timeframe, since=d.start, exchange=d.exchange)
+        except DownloadError as exc:
+            raise DownloadError(f"{exc}\n(no connection to {d.exchange}? train on a file instead: "
+                                f"--set data.path=FILE, or set ${DATA_PATH_ENV})") from exc
         source = str(result.path)
     bars = load_bars(source, d.gap_policy, start=d.start, end=d.end)
     if bars.attrs["timeframe"] != d.timeframe:
