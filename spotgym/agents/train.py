@@ -211,7 +211,9 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
         "data": {"source": prepared.bars.attrs.get("source"), "hash": bars_hash(prepared.bars),
                  "rows": len(prepared.bars), "timeframe": prepared.bars.attrs.get("timeframe"),
                  "first": prepared.bars.index[0].isoformat(), "last": prepared.bars.index[-1].isoformat()},
-        "features": {"hash": spec.hash, "columns": list(frame.columns)},
+        "features": {"hash": spec.hash, "indicators_hash": spec.indicator_spec.hash, "columns": list(frame.columns)},
+        "predictors": None if spec.predictors is None else
+        {"models": {m.name: m.hash for m in spec.predictors.models}, "refit_every": spec.predictors.refit_every},
         "split": {name: split_record(frame, rows) for name, rows in
                   (("train", fold.train), ("val", fold.val), ("test", fold.test))},
         "fold": {"index": fold_index, "of": len(prepared.folds)},

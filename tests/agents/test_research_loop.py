@@ -57,6 +57,7 @@ def test_run_directory_contents(trained):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["seed"] == 3 and len(manifest["data"]["hash"]) == 16
     assert manifest["versions"]["stable-baselines3"] and manifest["features"]["hash"]
+    assert manifest["predictors"] is None  # this experiment names none; see test_shipped_experiments
     train_rows, val_rows, test_rows = (manifest["split"][k]["rows"] for k in ("train", "val", "test"))
     assert train_rows[1] + 4 == val_rows[0] and val_rows[1] + 4 == test_rows[0]  # purge between splits
     metrics = json.loads((run / "metrics.json").read_text())

@@ -38,6 +38,9 @@ def test_experiment_trains_and_backtests(name, tmp_path, monkeypatch):
                  "env.episode_length=128", f"run.dir={run}"]
     assert main(["train", str(exp_file), "--quiet", *[f"--set={o}" for o in overrides]]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["predictors"]["models"]) == set(metrics["predictors"]["summary"])
+    assert all(len(h) == 16 for h in manifest["predictors"]["models"].values())
     assert metrics["timesteps"] >= 256 and metrics["best"]["val"]["n_bars"] > 100
     assert set(metrics["predictors"]["summary"]) == {m["name"] for m in load_experiment(exp_file).predictors["models"]}
     assert sorted(p.name for p in (run / "predictors").iterdir()) == sorted(metrics["predictors"]["summary"])
