@@ -19,6 +19,7 @@ __all__ = ["AccountEngine", "make_params"]
 OPEN_END = np.iinfo(np.int64).max // 2  # the last row of a live (open-ended) episode
 _ACTION_KIND = {"continuous": nb.ACT_CONTINUOUS, "levels": nb.ACT_LEVELS, "buy_sell_hold": nb.ACT_BUY_SELL_HOLD}
 _REWARD_KIND = {"log": nb.REW_LOG, "dsr": nb.REW_DSR, "drawdown": nb.REW_DRAWDOWN}
+_SCALARS = (int, float, np.number)  # a tuple: ``int | float | np.number`` builds a new Union on every step
 
 
 def make_params(config: EnvConfig) -> np.ndarray:
@@ -139,7 +140,7 @@ class AccountEngine:
     # ------------------------------------------------------------------ kernel calls
     def set_actions(self, actions) -> np.ndarray:
         """Copy ``actions`` (any shape with N elements) into the float64 action buffer."""
-        if self.n_envs == 1 and isinstance(actions, int | float | np.number):
+        if self.n_envs == 1 and isinstance(actions, _SCALARS):
             self.actions[0] = actions
             return self.actions
         a = actions if isinstance(actions, np.ndarray) else np.asarray(actions)

@@ -61,6 +61,7 @@ class VecTradingEnv(VecEnv):
         n = eng.n_envs
         self._obs = np.zeros((2, n, eng.obs_dim), dtype=np.float32)
         self._info = np.zeros((2, n, nb.N_INFO), dtype=np.float64)
+        self._rewards = [self._info[s][:, nb.INF_REWARD] for s in range(2)]  # column views, made once
         self._dirty: list[set[int]] = [set(), set()]
         self._infos = [[StepInfo(self._info[s], i, self._dirty[s]) for i in range(n)] for s in range(2)]
         self._slot = 0
@@ -132,7 +133,7 @@ class VecTradingEnv(VecEnv):
             dones = np.zeros(self.num_envs, dtype=bool)
         if self.copy_infos:
             infos = [info.copy() for info in infos]
-        return self._observation(slot), info_arr[:, nb.INF_REWARD].copy(), dones, infos
+        return self._observation(slot), self._rewards[slot].copy(), dones, infos
 
     def close(self) -> None:
         pass
