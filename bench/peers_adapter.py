@@ -155,8 +155,9 @@ def _raw_kernel():
                 done_out[i] = False
             int_state[i, 0] = t
             base = (t - window + 1) * n_feat
+            src = vflat[base:base + nf]  # a slice: plain vector loads (an index may be negative -> gathers)
             for k in range(nf):
-                obs_out[i, k] = vflat[base + k]
+                obs_out[i, k] = src[k]
             obs_out[i, nf] = int_state[i, 1]
             obs_out[i, nf + 1] = flt_state[i, 0] / equity
             obs_out[i, nf + 2] = 0.0
