@@ -274,17 +274,21 @@ def test_pruned_trials_stop_training_early(eth_1h_path, tmp_path):
 
 def test_interrupted_study_resumes_and_retries_the_killed_trial(eth_1h_path, tmp_path):
     raw = experiment(eth_1h_path, heartbeat_interval=1, grace_period=3)
+    # long enough trials (seconds, not a fraction of one) that the poll below reliably sees one running
+    raw["agent"].update(timesteps=4096, eval_every=4096)
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(raw))
     study_dir = tmp_path / "study"
     storage = f"sqlite:///{study_dir / 'study.db'}"
-    proc = subprocess.Popen([sys.executable, "-m", "spotgym.cli", "tune", str(path), "--trials", "2", "--dir",
-                             str(study_dir), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "spotgym.cli", "tune", str(path), "--trials", "2", "--dir",
+                                 str(study_dir), "--quiet"], stdout=log, stderr=subprocess.STDOUT)
     killed = None
     try:
         deadline = time.monotonic() + 120
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.1)
             if not (study_dir / "study.db").is_file():
                 continue
             try:  # read only: the worker creates the tables and the study
@@ -300,7 +304,8 @@ def test_interrupted_study_resumes_and_retries_the_killed_trial(eth_1h_path, tmp
         if proc.poll() is None:
             proc.kill()
         proc.wait(30)
-    assert killed is not None, "the worker never started a trial"
+    assert killed is not None, (f"the worker never showed a running trial (exit code {proc.returncode}); "
+                                f"its output:\n{log_path.read_text()[-3000:]}")
     study = optuna.load_study(study_name="tune-tiny", storage=storage)
     assert study.trials[killed].state == TrialState.RUNNING  # left behind by the killed worker
 
