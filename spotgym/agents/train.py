@@ -72,15 +72,20 @@ def prepare(exp: Experiment, bars: pd.DataFrame | None = None, *, progress: bool
     bars = load_experiment_bars(exp) if bars is None else bars
     build = build_features_with_report(bars, exp.feature_spec(), progress=progress)
     frame = build.frame
-    window = exp.env_config().window
-    first = frame.first_valid_row
-    if first < 0:
-        raise ExperimentError("no row of the feature frame is valid: the data are shorter than the warm-up")
     ev = exp.evaluation
     splitter = WalkForward(n_folds=ev.folds, val_size=ev.val_size, test_size=ev.test_size, purge=ev.purge,
                            embargo=ev.embargo, min_train=0.2)
-    folds = splitter.split(range(first + window - 1, len(frame)))
+    folds = splitter.split(usable_rows(frame, exp.env_config().window))
     return Prepared(bars, frame, folds, build.predictions)
+
+
+def usable_rows(frame: FeatureFrame, window: int) -> range:
+    """Rows the env can decide on: every row of a full observation window is valid (past the warm-up)."""
+    first = frame.first_valid_row
+    if first < 0 or len(frame) - (first + window - 1) < 2:
+        raise ExperimentError("too few valid rows in the feature frame: the data are shorter than the warm-up "
+                              "plus one observation window")
+    return range(first + window - 1, len(frame))
 
 
 def env_rows_config(exp: Experiment, rows: range, *, training: bool):

@@ -53,10 +53,12 @@ _ROWS = (
     ("fees_paid", "Fees paid", "money"),
     ("final_equity", "Final equity", "money"),
 )
-_CSS = """
+BASE_CSS = """
 body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #111827; }
 h1 { font-size: 22px; margin: 0 0 4px 0; }
 .sub { color: #4b5563; font-size: 13px; margin-bottom: 14px; }
+"""
+_CSS = BASE_CSS + """
 .verdict { padding: 10px 14px; border-radius: 6px; margin-bottom: 14px; font-size: 15px; }
 .verdict.good { background: #dcfce7; border: 1px solid #16a34a; }
 .verdict.bad { background: #fee2e2; border: 1px solid #dc2626; }

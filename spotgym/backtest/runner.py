@@ -50,6 +50,15 @@ def baseline_targets(bars: pd.DataFrame, frame) -> dict[str, np.ndarray]:
     return targets
 
 
+def run_baselines(frame, config, rows: range, targets: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Each baseline's target exposures through the env over ``rows``: same costs and exchange filters as
+    ``config``, continuous target actions. Returns name -> ``Rollout``."""
+    from spotgym.agents.rollout import run_policy, target_actor
+
+    cfg = config.replace(action="continuous")
+    return {name: run_policy(frame, cfg, rows, target_actor(t)) for name, t in targets.items()}
+
+
 def forecast_column(frame) -> str | None:
     """The LSTM's next-return forecast column, if the frame has predictor columns."""
     for name in frame.columns:
@@ -83,8 +92,8 @@ def frame_with_fitted_predictors(run_dir: Path, exp, bars: pd.DataFrame, manifes
 def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
              out: str | Path | None = None) -> Path:
     """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``."""
-    from spotgym.agents.rollout import model_actor, run_policy, target_actor
-    from spotgym.agents.train import prepare
+    from spotgym.agents.rollout import model_actor, run_policy
+    from spotgym.agents.train import prepare, usable_rows
     from spotgym.backtest import write_metrics_json, write_report
     from spotgym.data import load_bars
     from spotgym.experiment import load_experiment
@@ -107,10 +116,7 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
         if bars.attrs["timeframe"] != exp.data.timeframe:
             raise ValueError(f"{data} holds {bars.attrs['timeframe']} bars; the run was trained on {exp.data.timeframe}")
         frame = frame_with_fitted_predictors(run_dir, exp, bars, manifest)
-        first = frame.first_valid_row
-        if first < 0 or len(frame) - (first + exp.env_config().window - 1) < 2:
-            raise ValueError(f"{data}: too few bars after the feature warm-up to backtest")
-        rows = range(first + exp.env_config().window - 1, len(frame))
+        rows = usable_rows(frame, exp.env_config().window)
         label = Path(data).name
     if list(frame.columns) != manifest["features"]["columns"]:
         raise ValueError(f"the rebuilt frame's columns {list(frame.columns)} differ from the run's "
@@ -121,9 +127,7 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
     cfg = exp.env_config()
     model = load_model(run_dir, exp.agent.algo)
     agent = run_policy(frame, cfg, rows, model_actor(model))
-    baseline_cfg = cfg.replace(action="continuous")
-    baseline_runs = {name: run_policy(frame, baseline_cfg, rows, target_actor(t))
-                     for name, t in baseline_targets(bars, frame).items()}
+    baseline_runs = run_baselines(frame, cfg, rows, baseline_targets(bars, frame))
 
     agent_metrics = agent.metrics(exp.data.timeframe)
     baseline_metrics = {name: r.metrics(exp.data.timeframe) for name, r in baseline_runs.items()}

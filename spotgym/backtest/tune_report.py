@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from spotgym.backtest.report import BASE_CSS
+
 __all__ = ["PLOTS", "write_tune_report"]
 
 # section id, title, optuna.visualization function name
@@ -28,10 +30,8 @@ PLOTS = (
     ("slice", "Slice", "plot_slice"),
     ("intermediate-values", "Validation scores seen by the pruner", "plot_intermediate_values"),
 )
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; margin: 24px; color: #111827; }
-h1 { font-size: 22px; margin: 0 0 4px 0; } h2 { font-size: 17px; margin: 22px 0 6px 0; }
-.sub { color: #4b5563; font-size: 13px; margin-bottom: 14px; }
+_CSS = BASE_CSS + """
+h2 { font-size: 17px; margin: 22px 0 6px 0; }
 .note { color: #6b7280; font-size: 13px; font-style: italic; }
 table.t { border-collapse: collapse; font-size: 13px; margin-bottom: 12px; }
 table.t th, table.t td { padding: 3px 10px; border-bottom: 1px solid #e5e7eb; text-align: left; vertical-align: top; }

@@ -223,10 +223,10 @@ def _train_fold(fold_exp, prepared, k: int, progress: bool) -> Path:
 
 def _run_fold(exp, prepared, k: int, fold_dir: Path, *, tune_trials: int, n_jobs: int, storage: str | None,
               study_prefix: str, targets: dict[str, np.ndarray], progress: bool) -> FoldOutcome:
-    from spotgym.agents.rollout import model_actor, run_policy, target_actor
+    from spotgym.agents.rollout import model_actor, run_policy
     from spotgym.agents.spaces import apply_values
     from spotgym.agents.tuning import TuneError, simple_returns, tune, validation_rollout
-    from spotgym.backtest.runner import load_model
+    from spotgym.backtest.runner import load_model, run_baselines
     from spotgym.backtest.stats import sharpe_ratios
 
     fold = prepared.folds[k]
@@ -257,8 +257,7 @@ def _run_fold(exp, prepared, k: int, fold_dir: Path, *, tune_trials: int, n_jobs
     model = load_model(run_dir, fold_exp.agent.algo)
     frame = prepared.frame
     agent = run_policy(frame, fold_exp.env_config(), fold.test, model_actor(model))
-    baseline_cfg = exp.env_config().replace(action="continuous")
-    baselines = {name: run_policy(frame, baseline_cfg, fold.test, target_actor(t)) for name, t in targets.items()}
+    baselines = run_baselines(frame, exp.env_config(), fold.test, targets)
     rows = {"train": fold.train, "val": fold.val, "test": fold.test}
     return FoldOutcome(k, rows, run_dir, agent, baselines, n_configs, [float(s) for s in sharpes], matrix, values,
                        study_doc)
