@@ -8,6 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["spotgym", "spotgym.*"]),
+    package_data={"spotgym.venue": ["binance_spot.json"]},
     install_requires=[
         "numpy>=1.26",
         "pandas>=2.1",
@@ -33,7 +34,7 @@ setup(
         "plotly>=5.20",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.5", "psycopg2-binary>=2.9"],
+        "dev": ["pytest>=8", "ruff>=0.5", "psycopg2-binary>=2.9", "import-linter>=2.1"],
     },
     entry_points={"console_scripts": ["spotgym=spotgym.cli:main"]},
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -21,9 +22,11 @@ import numpy as np
 import pandas as pd
 import ta
 
-from spotgym.data import load_bars
-from spotgym.datasets import shared_file
-from spotgym.features import build_features, default_spec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared-data locator
+from shared_data import shared_file  # noqa: E402
+
+from spotgym.data import load_bars  # noqa: E402
+from spotgym.features import build_features, default_spec  # noqa: E402
 
 YEAR_OF_MINUTES = 525_600
 

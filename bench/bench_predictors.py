@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -27,11 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spotgym.data import load_bars
-from spotgym.datasets import shared_file
-from spotgym.features import build_features, default_spec
-from spotgym.predictors import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared-data locator
+from shared_data import shared_file  # noqa: E402
+
+from spotgym.data import load_bars  # noqa: E402
+from spotgym.features import build_features  # noqa: E402
+from spotgym.predictors import (  # noqa: E402
     LSTMConfig,
+    default_frame_spec,
     library_versions,
     make_predictor,
     oof_predictions,
@@ -49,7 +53,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    spec = default_spec(predictors=True, tiny=args.spec == "tiny")
+    spec = default_frame_spec(tiny=args.spec == "tiny")
     models = spec.predictors.models
     if args.device is not None:
         models = tuple(replace(m, device=args.device) if isinstance(m, LSTMConfig) else m for m in models)
@@ -63,13 +67,13 @@ def main() -> None:
           f"({spec.hash}); torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
 
     t0 = time.perf_counter()
-    frame = build_features(bars, spec.indicator_spec)
+    frame = build_features(bars, spec.features)
     t_indicators = time.perf_counter() - t0
 
     tmp = tempfile.TemporaryDirectory()
-    result = oof_predictions(frame, spec.predictors, spec.indicator_spec, cache=tmp.name, progress=True)
+    result = oof_predictions(frame, spec.predictors, spec.features, cache=tmp.name, progress=True)
     t_oof = result.wall_s  # training, prediction and evaluation; writing the cache entry comes after
-    hit = oof_predictions(frame, spec.predictors, spec.indicator_spec, cache=tmp.name, progress=False)
+    hit = oof_predictions(frame, spec.predictors, spec.features, cache=tmp.name, progress=False)
     assert hit.cached and np.array_equal(hit.values, result.values, equal_nan=True)
     t_cache = hit.wall_s
     tmp.cleanup()

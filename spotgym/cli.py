@@ -1,4 +1,7 @@
-"""The ``spotgym`` command: data download / check / resample, train, backtest."""
+"""The ``spotgym`` command: data download / check / resample, train, backtest, tune, evaluate.
+
+A thin shell over ``spotgym.workflows`` and ``spotgym.data``: it parses arguments, calls one function and
+prints where the results are. Nothing imports it."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 def _data_download(args: argparse.Namespace) -> int:
     from spotgym.data.download import download_ohlcv
-    from spotgym.exchange import make_exchange
+    from spotgym.venue import make_exchange
 
     client = make_exchange(args.exchange, mode="sim", sim_url=args.sim_url) if args.sim_url else None
     result = download_ohlcv(args.symbol, args.timeframe, since=args.since, exchange=args.exchange,
@@ -20,16 +23,38 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
+    """Check every file given; a problem is one ``error: <file>: <problem>`` line on stderr, never a traceback."""
     from spotgym.data import BarsError, inspect_bars
 
+    spike = {} if args.spike_ratio is None else {"spike_ratio": args.spike_ratio}
+    if args.spike_ratio is not None and not args.spike_ratio > 1:
+        print(f"error: --spike-ratio must be > 1, got {args.spike_ratio:g}", file=sys.stderr)
+        return 2
     status = 0
     for path in args.paths:
         try:
-            print(inspect_bars(path, timeframe=args.timeframe).summary())
-        except (BarsError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            status = 1
-        print()
+            report = inspect_bars(path, timeframe=args.timeframe, **spike)
+        except BarsError as exc:
+            problem = str(exc)
+        except FileNotFoundError as exc:
+            problem = str(exc)
+            if problem == f"bar file {Path(path).expanduser()} does not exist":
+                problem = "no such file"
+            problem = f"{path}: {problem}"
+        except Exception as exc:  # whatever else a file can do: still one line, and the next files are checked
+            if os.environ.get("SPOTGYM_TRACEBACK"):
+                raise
+            problem = f"{path}: cannot check ({type(exc).__name__}: {exc})"
+        else:
+            print(report.summary())
+            print()
+            if report.suspicious:
+                first = report.suspicious[0]
+                problem = f"{report.source}: {len(report.suspicious):,} suspicious bar(s), first: {first}"
+            else:
+                continue
+        print(f"error: {' '.join(problem.split())}", file=sys.stderr)
+        status = 1
     return status
 
 
@@ -49,8 +74,8 @@ def _data_resample(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from spotgym.agents.train import train
-    from spotgym.experiment import load_experiment
+    from spotgym.workflows.experiment import load_experiment
+    from spotgym.workflows.train import train
 
     exp = load_experiment(args.experiment, args.set)
     run_dir = train(exp, progress=not args.quiet)
@@ -61,7 +86,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from spotgym.backtest.runner import backtest
+    from spotgym.workflows.backtest import backtest
 
     out = backtest(args.run_dir, split=args.split, data=args.data, out=args.out)
     print(f"report:        {out / 'report.html'}")
@@ -70,8 +95,8 @@ def _backtest(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from spotgym.agents.tuning import tune
-    from spotgym.experiment import load_experiment
+    from spotgym.workflows.experiment import load_experiment
+    from spotgym.workflows.tune import tune
 
     exp = load_experiment(args.experiment, args.set)
     result = tune(exp, args.trials, storage=args.storage, study_name=args.study, n_jobs=args.n_jobs,
@@ -92,8 +117,8 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from spotgym.backtest.walkforward import evaluate
-    from spotgym.experiment import load_experiment
+    from spotgym.workflows.evaluate import evaluate
+    from spotgym.workflows.experiment import load_experiment
 
     exp = load_experiment(args.experiment, args.set)
     out = evaluate(exp, folds=args.folds, tune_trials=args.tune_trials, n_jobs=args.n_jobs, storage=args.storage,
@@ -126,9 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--quiet", action="store_true", help="no progress bar")
     dl.set_defaults(func=_data_download)
 
-    check = data_sub.add_parser("check", help="validate bar files and print rows, span, gaps, zero-volume bars")
+    check = data_sub.add_parser(
+        "check",
+        help="validate bar files and print rows, span, gaps, zero-volume and suspicious bars",
+        description="Check every file given and print a report for each readable one. A file that cannot be "
+                    "read or breaks a rule (missing, a directory, empty, header only, a truncated or non-gzip "
+                    ".gz, not UTF-8, corrupt parquet, wrong columns, unsorted / duplicate / off-grid timestamps, "
+                    "bad prices) gets one line 'error: FILE: PROBLEM' on stderr and the next files are still "
+                    "checked. Suspicious bars are formally valid bars with a price more than --spike-ratio times "
+                    "(or under 1/--spike-ratio of) the median close of the 3 bars before AND of the 3 bars "
+                    "after it: a single-bar spike such as a close 1000x its neighbours. They are listed in the "
+                    "report and ALSO make the file fail (one stderr line), because one such bar poisons training "
+                    "and backtests. Exit status: 0 when every file is clean, 1 when any file failed or has "
+                    "suspicious bars.",
+    )
     check.add_argument("paths", nargs="+", help="CSV / CSV.gz / parquet files or cache specs (binance:ETH/USDT:1h)")
     check.add_argument("--timeframe", default=None, help="expected timeframe (default: from the file name or data)")
+    check.add_argument("--spike-ratio", type=float, default=None, metavar="R",
+                       help="flag a bar whose price is over R times, or under 1/R, the median close of the bars "
+                            "on both sides (default 5; the largest real move in the shared ETH/BTC/SOL files is "
+                            "2.1x; raise it for thin markets with real wicks)")
     check.set_defaults(func=_data_check)
 
     rs = data_sub.add_parser("resample", help="aggregate bars to a coarser timeframe (incomplete buckets dropped)")
@@ -185,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that are the input's fault (bad config, missing file, unreachable exchange): printed as one
     line naming the problem instead of a traceback (``SPOTGYM_TRACEBACK=1`` shows it)."""
-    from spotgym.agents.tuning import TuneError
     from spotgym.data.download import DownloadError
+    from spotgym.workflows.errors import TuneError
 
     return ValueError, FileNotFoundError, DownloadError, TuneError
 

@@ -1,5 +1,9 @@
-"""Agents: the SB3 / sb3-contrib registry, training, callbacks, rollouts and the baselines to beat."""
+"""Agents: who decides. The SB3 / sb3-contrib registry (build, load), the actors that turn a model or a rule
+into actions, the training callbacks and the baseline rules the agent must beat."""
 
-from spotgym.agents.registry import ALGOS, make_agent, resolve_device
+from spotgym.agents.actors import model_actor, target_actor
+from spotgym.agents.baselines import baseline_targets
+from spotgym.agents.registry import ALGOS, algo_spec, load_model, make_agent, resolve_device
 
-__all__ = ["ALGOS", "make_agent", "resolve_device"]
+__all__ = ["ALGOS", "algo_spec", "baseline_targets", "load_model", "make_agent", "model_actor", "resolve_device",
+           "target_actor"]

@@ -12,6 +12,11 @@ import numpy as np
 import pandas as pd
 import ta
 
+from spotgym.core import FeatureFrame
+
+__all__ = ["baseline_targets", "buy_and_hold", "forecast_column", "forecast_rule", "macd_rule", "majority_vote",
+           "rsi_rule"]
+
 
 def buy_and_hold(bars: pd.DataFrame) -> np.ndarray:
     """Fully invested from the first decision on."""
@@ -52,3 +57,25 @@ def majority_vote(*signals: np.ndarray) -> np.ndarray:
         raise ValueError("majority_vote needs at least one signal")
     stacked = np.vstack([np.asarray(s, dtype=np.float64) for s in signals])
     return np.where(stacked.sum(axis=0) * 2 > len(signals), 1.0, 0.0)
+
+
+def forecast_column(frame: FeatureFrame) -> str | None:
+    """The LSTM / GRU next-return forecast column, if the frame has predictor columns."""
+    for name in frame.columns:
+        if name.startswith(("lstm_ret", "gru_ret")):
+            return name
+    return None
+
+
+def baseline_targets(bars: pd.DataFrame, frame: FeatureFrame) -> dict[str, np.ndarray]:
+    """Target exposures of every baseline on these bars: buy-and-hold, MACD, RSI, the forecast rule (when the
+    frame has a forecast column) and their majority vote. All causal."""
+    macd, rsi = macd_rule(bars), rsi_rule(bars)
+    targets = {"buy_and_hold": buy_and_hold(bars), "macd_rule": macd, "rsi_rule": rsi}
+    forecast = forecast_column(frame)
+    votes = [macd, rsi]
+    if forecast is not None:
+        targets["lstm_forecast_rule"] = forecast_rule(frame.column(forecast))
+        votes.append(targets["lstm_forecast_rule"])
+    targets["majority_vote"] = majority_vote(*votes)
+    return targets

@@ -1,11 +1,15 @@
-"""The algorithm registry over stable-baselines3 and sb3-contrib, with per-algorithm defaults."""
+"""The algorithm registry over stable-baselines3 and sb3-contrib, with per-algorithm defaults, and the
+loading of a trained run's model."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from gymnasium import spaces
+
+__all__ = ["ALGOS", "AlgoSpec", "algo_spec", "load_model", "make_agent", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -55,13 +59,26 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def algo_spec(algo: str) -> AlgoSpec:
+    """The registry entry of ``algo`` (case and ``-``/``_`` insensitive); an unknown name is an error listing the known."""
+    key = str(algo).lower().replace("-", "_")
+    if key not in ALGOS:
+        raise ValueError(f"agent.algo: unknown algorithm {algo!r}; known: {sorted(ALGOS)}")
+    return ALGOS[key]
+
+
+def load_model(run_dir: str | Path, algo: str, device: str = "cpu") -> Any:
+    """A run's kept model (``RUN_DIR/model.zip``) loaded with its algorithm's class."""
+    path = Path(run_dir) / "model.zip"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a finished `spotgym train` run?")
+    return algo_spec(algo).load_class().load(path, device=device)
+
+
 def make_agent(algo: str, env: Any, *, params: dict[str, Any] | None = None, policy: str | None = None,
                seed: int = 0, device: str = "auto", tensorboard_log: str | None = None) -> Any:
     """Build algorithm ``algo`` on ``env`` (a VecEnv); ``params`` override the defaults above."""
-    key = algo.lower().replace("-", "_")
-    if key not in ALGOS:
-        raise ValueError(f"agent.algo: unknown algorithm {algo!r}; known: {sorted(ALGOS)}")
-    spec = ALGOS[key]
+    spec = algo_spec(algo)
     if not isinstance(env.action_space, spec.action_spaces):
         kinds = " or ".join(s.__name__ for s in spec.action_spaces)
         raise ValueError(f"agent.algo: {algo} needs a {kinds} action space but the env has "

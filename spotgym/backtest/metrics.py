@@ -5,9 +5,11 @@ all compute the same numbers. Definitions, chosen once and used everywhere:
 
 - **Returns** are *simple* per-bar returns ``r_t = E_t / E_{t-1} - 1``. Simple returns stay finite
   when equity approaches zero (log returns blow up) and they aggregate across assets.
-- **Annualisation** uses ``periods_per_year`` bars per year; crypto trades 24/7, so a year is
-  365 days of bars (``1h`` -> 8760, see :func:`bars_per_year`). When not given it is inferred
-  from the median spacing of the equity index. Elapsed years = ``n_bars / periods_per_year``.
+- **Annualisation** of per-bar statistics (volatility, Sharpe, Sortino) uses ``periods_per_year``
+  bars per year; crypto trades 24/7, so a year is 365 days of bars (``1h`` -> 8760, see
+  :func:`bars_per_year`). When not given it is inferred from the median spacing of the equity
+  index. **Elapsed years** (CAGR, annual turnover) are calendar time, first to last point of the
+  curve / 365 days: missing bars (exchange halts) make a span no shorter.
 - **Sharpe** = ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)``, risk-free rate 0.
   **Sortino** = ``mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(periods_per_year)`` (target 0, the
   downside deviation taken over all bars). **Calmar** = ``cagr / max_drawdown``.
@@ -47,8 +49,10 @@ __all__ = [
     "TRADE_COLUMNS",
     "bars_per_year",
     "compute_metrics",
+    "drawdown",
     "drawdown_series",
     "round_trips",
+    "simple_returns",
     "to_jsonable",
     "utc_index",
     "validate_equity",
@@ -140,11 +144,25 @@ def validate_trades(trades: pd.DataFrame | None) -> pd.DataFrame:
     return fills.reset_index(drop=True)
 
 
+def drawdown(equity: Any) -> np.ndarray:
+    """Fraction below the running peak at each point of an equity array (0 at a new high, 1 at zero equity)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    return 1.0 - eq / np.maximum.accumulate(eq)
+
+
 def drawdown_series(equity: pd.Series) -> pd.Series:
-    """Fraction below the running peak at each bar (0 at a new high, 1 at zero equity)."""
+    """``drawdown`` of a validated equity curve, on its time index."""
     eq = validate_equity(equity)
-    peak = eq.cummax()
-    return (1.0 - eq / peak).rename("drawdown")
+    return pd.Series(drawdown(eq.to_numpy()), index=eq.index, name="drawdown")
+
+
+def simple_returns(equity: Any) -> np.ndarray:
+    """Per-bar simple returns ``E_t / E_{t-1} - 1`` of an equity array (0 once equity is 0: a ruined account
+    stays at 0)."""
+    eq = np.asarray(equity, dtype=np.float64)
+    prev = eq[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(prev > 0, eq[1:] / prev - 1.0, 0.0)
 
 
 def round_trips(trades: pd.DataFrame | None) -> pd.DataFrame:
@@ -236,11 +254,9 @@ def compute_metrics(
         periods_per_year = pd.Timedelta(days=365) / (times[1:] - times[:-1]).median()
     if not (math.isfinite(periods_per_year) and periods_per_year > 0):
         raise ValueError(f"periods_per_year must be a positive number, got {periods_per_year}")
-    years = n_bars / periods_per_year
+    years = (times[-1] - times[0]) / pd.Timedelta(days=365)  # calendar time: gaps do not shorten it
 
-    prev = eq[:-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.where(prev > 0, eq[1:] / prev - 1.0, 0.0)  # once ruined, equity stays at 0
+    returns = simple_returns(eq)
     mean = float(returns.mean())
     std = float(returns.std(ddof=1)) if n_bars > 1 else math.nan
     downside = float(np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2)))
@@ -253,8 +269,7 @@ def compute_metrics(
         with np.errstate(over="ignore"):
             cagr = float(np.expm1(np.log(growth) / years))
         cagr = cagr if math.isfinite(cagr) else None
-    drawdown = 1.0 - eq / np.maximum.accumulate(eq)
-    max_dd = float(drawdown.max())
+    max_dd = float(drawdown(eq).max())
     dd_bars, dd_days = _drawdown_duration(eq, times)
 
     fills = validate_trades(trades)

@@ -25,8 +25,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from spotgym.backtest.metrics import drawdown_series, round_trips, utc_index, validate_equity, validate_trades
+from spotgym.backtest.overfitting import format_overfitting
+from spotgym.core import num, pct
 
-__all__ = ["DISPLAY_RULES", "write_report"]
+__all__ = ["DISPLAY_RULES", "summary_table", "walkforward_section", "write_report"]
 
 # candidate display timeframes for downsampling, finest first
 DISPLAY_RULES = ("5min", "15min", "30min", "1h", "2h", "4h", "6h", "12h", "1D", "2D", "3D", "7D", "14D", "28D")
@@ -125,16 +127,16 @@ def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "—"
     if kind == "pct":
-        return f"{value * 100:.2f}%"
+        return pct(value, 2)
     if kind == "spct":
-        return f"{value * 100:+.2f}%"
+        return pct(value, 2, signed=True)
     if kind == "int":
         return f"{int(value):,}"
     if kind == "days":
         return f"{value:,.1f}"
     if kind == "money":
         return f"{value:,.2f}"
-    return f"{value:.2f}"
+    return num(value)
 
 
 def _beats(agent: Mapping[str, Any], hold: Mapping[str, Any], key: str) -> bool | None:
@@ -283,13 +285,15 @@ def write_report(
     metrics: Mapping[str, Any],
     title: str = "spotgym backtest",
     max_candles: int = 5000,
+    sections: tuple[str, ...] = (),
 ) -> Path:
     """Write the self-contained HTML report and return its path.
 
     ``bars``: open/high/low/close indexed by time. ``equity``: name -> equity Series, the agent
     first and ``"buy_and_hold"`` among the baselines. ``trades``: the agent's fills (see
     :func:`spotgym.backtest.metrics.validate_trades`). ``metrics``: the ``metrics.json`` document,
-    ``{"agent": {...}, "baselines": {name: {...}}}``.
+    ``{"agent": {...}, "baselines": {name: {...}}}``. ``sections``: extra HTML blocks shown above the
+    verdict banner (e.g. ``walkforward_section``).
     """
     if not equity:
         raise ValueError("equity is empty: pass at least the agent's curve")
@@ -319,6 +323,7 @@ def write_report(
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<div class="sub">{summary}</div>',
+        *sections,
         _verdict(metrics),
         _metrics_table(metrics),
         main.to_html(full_html=False, include_plotlyjs=True, config=config, default_width="100%"),
@@ -328,3 +333,45 @@ def write_report(
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def summary_table(agent_name: str, agent: Mapping[str, Any], baselines: Mapping[str, Mapping[str, Any]]) -> str:
+    """The console table of agent vs baselines: return, CAGR, Sharpe, max drawdown, fills."""
+    rows = [f"{'':22s} {'return':>9s} {'CAGR':>9s} {'Sharpe':>7s} {'max DD':>8s} {'trades':>7s}"]
+    for name, m in [(agent_name + " (agent)", agent), *baselines.items()]:
+        rows.append(f"{name:22s} {pct(m['total_return'], signed=True):>9s} {pct(m['cagr'], signed=True):>9s} "
+                    f"{num(m['sharpe']):>7s} {pct(m['max_drawdown']):>8s} {m['n_trades']:>7d}")
+    return "\n".join(rows)
+
+
+def walkforward_section(doc: Mapping[str, Any]) -> str:
+    """The walk-forward block of a report: success criteria, selection luck (DSR, PBO), per-fold table."""
+    esc = html.escape
+    rows = "".join(
+        f'<tr><td style="font-weight:600;color:{_BUY if c["passed"] else _SELL}">'
+        f'{"PASS" if c["passed"] else "FAIL"}</td><td>{esc(c["name"])}</td><td>{esc(c["text"])}</td></tr>'
+        for c in doc["criteria"])
+    parts = ['<div class="walkforward">',
+             "<h2 style=\"font-size:17px\">Success criteria (measured on the stitched out-of-sample curve)</h2>",
+             f'<table class="metrics"><tbody>{rows or "<tr><td>none configured</td></tr>"}</tbody></table>']
+    dsr, pbo = doc["deflated_sharpe"], doc["pbo"]
+    text = format_overfitting(dsr, pbo).split("\n")
+    parts.append("<h2 style=\"font-size:17px\">Selection luck</h2>")
+    parts.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in text) + f"<li>{esc(dsr.get('note', ''))}</li></ul>")
+    head = ("<tr><th>fold</th><th>test span</th><th>configs</th><th>agent return</th><th>agent Sharpe</th>"
+            "<th>agent max DD</th><th>buy-and-hold return</th><th>buy-and-hold Sharpe</th><th>run</th></tr>")
+    body = []
+    for f in doc["folds"]:
+        a, b = f["agent"], f["baselines"]["buy_and_hold"]
+        test = f["split"]["test"]
+        body.append(f"<tr><td>{f['index']}</td><td>{esc(test['first'])} → {esc(test['last'])}</td>"
+                    f"<td>{f['n_configs']}</td><td>{pct(a['total_return'], 2, signed=True)}</td>"
+                    f"<td>{num(a['sharpe'], 3)}</td><td>{pct(a['max_drawdown'], 2)}</td>"
+                    f"<td>{pct(b['total_return'], 2, signed=True)}</td><td>{num(b['sharpe'], 3)}</td>"
+                    f"<td>{esc(f['run_dir'])}</td></tr>")
+    parts.append("<h2 style=\"font-size:17px\">Per fold (test blocks)</h2>")
+    parts.append(f'<table class="metrics"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>')
+    parts.append('<div class="sub">The folds\' test blocks follow one another without a gap; each block is rescaled '
+                 "to start where the previous ended, and a position open at a block's end is sold at its last close "
+                 "paying the fee.</div></div>")
+    return "\n".join(parts)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from spotgym.data.cache import cache_path
 from spotgym.data.timeframes import timeframe_to_ms
 from spotgym.data.validate import OHLCV_COLUMNS, REQUIRED_COLUMNS
-from spotgym.exchange import make_exchange
+from spotgym.venue import make_exchange
 
 __all__ = ["DEFAULT_SINCE", "DownloadError", "DownloadResult", "download_ohlcv", "to_ms"]
 

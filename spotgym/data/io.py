@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -12,11 +14,21 @@ import pandas as pd
 
 from spotgym.data.cache import cache_path, parse_cache_spec
 from spotgym.data.timeframes import ms_to_timeframe, timeframe_to_ms
-from spotgym.data.validate import OHLCV_COLUMNS, BarsError, BarsReport, find_gaps, validate_raw
+from spotgym.data.validate import (
+    OHLCV_COLUMNS,
+    SPIKE_RATIO,
+    BarsError,
+    BarsReport,
+    find_gaps,
+    find_suspicious,
+    validate_raw,
+)
 
 GapPolicy = Literal["fail", "mark", "fill"]
 GAP_POLICIES = ("fail", "mark", "fill")
 _TF_IN_NAME = re.compile(r"[_-](\d+[smhdw])(?:\.csv(?:\.gz)?|\.parquet|\.feather)$")
+_PAIR_IN_NAME = re.compile(r"^([A-Z0-9]{2,}?)(USDT|USDC|FDUSD|BUSD|TUSD|BTC|ETH|BNB|EUR|TRY)$")
+_CACHE_NAME = re.compile(r"^([A-Z0-9]+)_([A-Z0-9]+)-\d+[SMHDW]")
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
@@ -33,17 +45,36 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
 
 def read_raw(path: str | os.PathLike) -> pd.DataFrame:
-    """The file's rows as stored: ``timestamp`` (ms) + OHLCV columns, no checks yet."""
+    """The file's rows as stored: ``timestamp`` (ms) + OHLCV columns, no checks yet.
+
+    A file that cannot be read as bars (a directory, an empty file, a truncated or non-gzip ``.gz``, text
+    that is not UTF-8, a CSV that does not parse, a corrupt parquet / feather file, an unsupported
+    extension) raises ``BarsError`` naming the file and the problem; a missing file raises
+    ``FileNotFoundError``.
+    """
     path = Path(path)
     name = path.name.lower()
+    if path.is_dir():
+        raise BarsError(str(path), "is a directory, not a bar file")
     if name.endswith((".csv", ".csv.gz")):
-        df = pd.read_csv(path)
-    elif name.endswith(".parquet"):
-        df = pd.read_parquet(path)
-    elif name.endswith(".feather"):
-        df = pd.read_feather(path)
+        kind = "csv"
+    elif name.endswith((".parquet", ".feather")):
+        kind = name.rsplit(".", 1)[1]
     else:
         raise BarsError(str(path), "unsupported file type: expected .csv, .csv.gz, .parquet or .feather")
+    try:
+        if path.stat().st_size == 0:
+            raise BarsError(str(path), "empty file (0 bytes)")
+        if kind == "csv":
+            df = pd.read_csv(path)
+        elif kind == "parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_feather(path)
+    except (BarsError, FileNotFoundError, ImportError, MemoryError):
+        raise
+    except Exception as exc:
+        raise BarsError(str(path), _read_problem(path, kind, exc)) from exc
     df.columns = [str(c).strip().lower() for c in df.columns]
     if "timestamp" not in df.columns and "date" in df.columns:  # freqtrade's layout
         df = df.rename(columns={"date": "timestamp"})
@@ -54,14 +85,73 @@ def read_raw(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
+_MAGIC = {b"\x1f\x8b": "gzip-compressed data", b"PAR1": "parquet data", b"ARROW1": "Arrow / feather data"}
+
+
+def _read_problem(path: Path, kind: str, exc: Exception) -> str:
+    """One line saying why ``read_raw`` could not read ``path`` (``kind``: csv, parquet or feather)."""
+    detail = " ".join(str(exc).split())
+    if len(detail) > 200:
+        detail = detail[:197] + "..."
+    gz = path.name.lower().endswith(".gz")
+    if kind != "csv":
+        return f"not a readable {kind} file ({type(exc).__name__}: {detail})"
+    if isinstance(exc, EOFError) and gz:
+        return "truncated gzip file: the compressed data ends before the end-of-stream marker"
+    if isinstance(exc, gzip.BadGzipFile):
+        return f"not gzip data although the name ends in .gz ({detail})"
+    if isinstance(exc, zlib.error):
+        return f"corrupt gzip data ({detail})"
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return "empty file: no header and no rows" + (" after decompression" if gz else "")
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+        except OSError:
+            head = b""
+        what = next((w for magic, w in _MAGIC.items() if head.startswith(magic) and not gz), None)
+        if what:
+            return f"not CSV text: the file holds {what} (is the extension wrong?)"
+        return f"not UTF-8 text: binary or wrongly encoded data (undecodable byte 0x{exc.object[exc.start]:02x})"
+    if isinstance(exc, pd.errors.ParserError):
+        return f"cannot parse as CSV ({detail})"
+    if isinstance(exc, OSError):
+        return f"cannot read the file ({exc.strerror or detail})"
+    return f"cannot read as CSV ({type(exc).__name__}: {detail})"
+
+
 def timeframe_from_name(path: str | os.PathLike) -> str | None:
     """The timeframe encoded in a file name (``BINANCE_ETHUSDT_1h.csv.gz`` -> ``1h``), if any."""
     match = _TF_IN_NAME.search(Path(path).name)
     return match.group(1) if match else None
 
 
-def inspect_bars(source: str | os.PathLike, timeframe: str | None = None) -> BarsReport:
-    """Validate a bar file strictly and summarise it (raises ``BarsError`` on the first problem)."""
+def symbol_from_name(source: str | os.PathLike) -> str | None:
+    """The market a bar file or cache spec names, if it names one: ``binance:ETH/USDT:1h``,
+    ``BINANCE_ETHUSDT_1h.csv.gz`` or the cache's ``ETH_USDT-1h.parquet`` -> ``ETH/USDT``."""
+    text = str(source)
+    if text.count(":") == 2 and "/" in text.split(":")[1]:
+        return text.split(":")[1].upper()
+    stem = Path(text).name.upper()
+    cached = _CACHE_NAME.match(stem)
+    if cached:
+        return f"{cached.group(1)}/{cached.group(2)}"
+    for token in re.split(r"[_\-.]", stem):
+        pair = _PAIR_IN_NAME.match(token)
+        if pair:
+            return f"{pair.group(1)}/{pair.group(2)}"
+    return None
+
+
+def inspect_bars(source: str | os.PathLike, timeframe: str | None = None, *,
+                 spike_ratio: float = SPIKE_RATIO) -> BarsReport:
+    """Validate a bar file strictly and summarise it.
+
+    Raises ``BarsError`` on the first problem (``FileNotFoundError`` for a missing file). The report also
+    lists the suspicious bars: formally valid bars with a price over ``spike_ratio`` times (or under
+    1/``spike_ratio`` of) the median close of the bars on both sides (``validate.find_suspicious``).
+    """
     path = resolve_source(source)
     df = read_raw(path)
     tf = timeframe or timeframe_from_name(path)
@@ -75,6 +165,8 @@ def inspect_bars(source: str | os.PathLike, timeframe: str | None = None) -> Bar
         last_ms=int(ts[-1]),
         gaps=find_gaps(ts, tf_ms),
         zero_volume_rows=int((df["volume"].to_numpy() == 0).sum()),
+        suspicious=find_suspicious(df, spike_ratio),
+        spike_ratio=spike_ratio,
     )
 
 
@@ -85,6 +177,7 @@ def load_bars(
     timeframe: str | None = None,
     start: str | pd.Timestamp | None = None,
     end: str | pd.Timestamp | None = None,
+    symbol: str | None = None,
 ) -> pd.DataFrame:
     """Validated OHLCV bars indexed by UTC open time.
 
@@ -98,18 +191,25 @@ def load_bars(
     - ``"fill"``: insert flat bars (open = high = low = close = previous close, volume 0) and add a
       boolean ``synthetic`` column that is True exactly on the inserted bars.
 
-    ``start`` / ``end`` (inclusive, UTC) restrict the span after validation. ``df.attrs`` holds
-    ``timeframe``, ``source`` and ``gaps`` (the gaps of the returned span).
+    ``start`` / ``end`` (inclusive, UTC) restrict the span after validation. ``symbol`` (e.g.
+    ``"ETH/USDT"``) names the market; by default it is read from a cache spec or a file name such as
+    ``BINANCE_ETHUSDT_1h.csv.gz`` (the env looks up the symbol's trading rules with it). ``df.attrs``
+    holds ``timeframe``, ``source``, ``symbol`` (None when unknown) and ``gaps`` (the gaps of the
+    returned span).
     """
     if gap_policy not in GAP_POLICIES:
         raise ValueError(f"gap_policy must be one of {GAP_POLICIES}, got {gap_policy!r}")
     if isinstance(source, pd.DataFrame):
-        raw, name = _raw_from_frame(source), "<DataFrame>"
+        raw, name = raw_from_frame(source), "<DataFrame>"
         tf = timeframe or source.attrs.get("timeframe")
+        symbol = symbol or source.attrs.get("symbol")
     else:
         path = resolve_source(source)
         raw, name = read_raw(path), str(path)
         tf = timeframe or timeframe_from_name(path)
+        symbol = symbol or symbol_from_name(source) or symbol_from_name(path)
+    if symbol is not None and (not isinstance(symbol, str) or symbol.count("/") != 1 or not all(symbol.split("/"))):
+        raise ValueError(f"symbol must look like 'ETH/USDT', got {symbol!r}")
     tf_ms = validate_raw(raw, name, timeframe_to_ms(tf) if tf else None)
 
     ts = raw["timestamp"].to_numpy(np.int64)
@@ -134,7 +234,8 @@ def load_bars(
                               "use 'mark' to keep them or 'fill' to insert flat zero-volume bars)")
     if gap_policy == "fill":
         bars = _fill_gaps(bars, tf_ms)
-    bars.attrs.update(timeframe=ms_to_timeframe(tf_ms), source=name, gaps=gaps)
+    bars.attrs.update(timeframe=ms_to_timeframe(tf_ms), source=name, symbol=symbol.upper() if symbol else None,
+                      gaps=gaps)
     return bars
 
 
@@ -151,7 +252,7 @@ def _fill_gaps(bars: pd.DataFrame, tf_ms: int) -> pd.DataFrame:
     return filled
 
 
-def _raw_from_frame(df: pd.DataFrame) -> pd.DataFrame:
+def raw_from_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Accept a DataFrame with a ``timestamp`` (ms) column or a DatetimeIndex."""
     out = df.copy()
     out.columns = [str(c).lower() for c in out.columns]

@@ -24,13 +24,18 @@ class Fold:
 class WalkForward:
     """Split rows into ``n_folds`` chronological folds: train -> validation -> test.
 
-    The last part of the span is cut into ``n_folds`` consecutive test blocks of ``test_size``
-    rows (``n_folds=None``: as many blocks of ``test_size`` rows as fit, anchored at the *start*
-    of the span after ``min_train`` rows, the last one possibly shorter — the fold boundaries
-    then do not depend on how much data follows, which is what a causal periodic refit needs); each fold's validation block (``val_size`` rows, may be 0) sits right before its test
-    block, and its training span is everything before that (``expanding=True``) or the last
-    ``train_size`` rows before it (rolling). Sizes are row counts (int) or fractions of the span
-    (float in (0, 1)). ``test_size=None`` shares the rows after ``min_train`` equally.
+    The last part of the span is cut into ``n_folds`` contiguous test blocks of ``test_size``
+    rows, so together they cover every out-of-sample row exactly once (``n_folds=None``: as many
+    blocks of ``test_size`` rows as fit, anchored at the *start* of the span after ``min_train``
+    rows, the last one possibly shorter — the fold boundaries then do not depend on how much data
+    follows, which is what a causal periodic refit needs). Each fold learns from the rows before
+    its test block: its validation block (``val_size`` rows, may be 0) is the end of that span,
+    and its training span is everything before the validation block (``expanding=True``) or the
+    last ``train_size`` rows of it (rolling). A later fold's validation block therefore lies
+    inside an earlier fold's test block, which is fine: each test block is judged only by the
+    model that never saw it. Sizes are row counts (int) or fractions of the span (float in (0,
+    1)). ``test_size=None`` shares the rows after ``min_train`` (and the first fold's
+    validation) equally.
 
     Purge and embargo (in bars) keep labels and serial correlation from leaking across a
     boundary: between consecutive segments (train|val, val|test, train|test) the last ``purge``
@@ -82,8 +87,8 @@ class WalkForward:
         val = self._rows(self.val_size, n)
         min_train = self._rows(self.min_train, n)
         if self.test_size is None:
-            per_fold_gap = gap * (2 if val else 1)
-            test = (n - min_train - self.n_folds * (val + per_fold_gap)) // self.n_folds
+            lead = val + gap * (2 if val else 1)  # validation and gaps before the first test block
+            test = (n - min_train - lead) // self.n_folds
         else:
             test = self._rows(self.test_size, n)
         if test < 1:
@@ -107,7 +112,7 @@ class WalkForward:
                 raise ValueError(f"WalkForward: fold {k} would train on {len(train_r)} rows "
                                  f"(< min_train={max(min_train, 1)}); use fewer folds or smaller blocks")
             folds.append(Fold(k, train_r, val_r, test_r))
-            test_stop = (val_r.start if val else test_r.start) - gap
+            test_stop = test_r.start  # the test blocks tile the out-of-sample span
         return folds[::-1]
 
     def _split_anchored(self, span: range) -> list[Fold]:

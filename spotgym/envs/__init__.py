@@ -1,4 +1,5 @@
-"""Envs: numba kernels (``nb.py``) behind ``TradingEnv`` (gymnasium) and ``VecTradingEnv`` (SB3 VecEnv).
+"""Envs: numba kernels (``nb.py``) behind ``TradingEnv`` (gymnasium) and ``VecTradingEnv`` (SB3 VecEnv), and
+the ports (``Feed``, ``Broker``, ``Actor``) through which the same env trades live.
 
     from spotgym.envs import EnvConfig, TradingEnv, VecTradingEnv
     env = TradingEnv(frame, EnvConfig(action="levels", episode_length=512))
@@ -8,10 +9,10 @@
 
 import gymnasium
 
-from spotgym.envs.config import ACTIONS, OBS_MODES, REWARDS, EnvConfig
-from spotgym.envs.filters import ETHUSDT_FILTERS, ExchangeFilters
+from spotgym.envs.config import ACTIONS, FROM_VENUE, OBS_MODES, REWARDS, EnvConfig
 from spotgym.envs.info import INFO_FIELDS, StepInfo
-from spotgym.envs.market import MarketData
+from spotgym.envs.market import MarketData, decision_rows
+from spotgym.envs.ports import Actor, Broker, Feed, Fill, HistoricalFeed, KernelBroker, Order
 from spotgym.envs.trading_env import TradingEnv
 from spotgym.envs.vec_env import VecTradingEnv
 
@@ -23,14 +24,21 @@ if ENV_ID not in gymnasium.registry:
 __all__ = [
     "ACTIONS",
     "ENV_ID",
-    "ETHUSDT_FILTERS",
+    "FROM_VENUE",
     "INFO_FIELDS",
     "OBS_MODES",
     "REWARDS",
+    "Actor",
+    "Broker",
     "EnvConfig",
-    "ExchangeFilters",
+    "Feed",
+    "Fill",
+    "HistoricalFeed",
+    "KernelBroker",
     "MarketData",
+    "Order",
     "StepInfo",
     "TradingEnv",
     "VecTradingEnv",
+    "decision_rows",
 ]

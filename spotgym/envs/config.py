@@ -3,43 +3,28 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from spotgym.envs.filters import ExchangeFilters
+from spotgym.core import checks
+from spotgym.venue import TradingRules, rules_for
 
-__all__ = ["ACTIONS", "OBS_MODES", "REWARDS", "EnvConfig", "resolve_config"]
+__all__ = ["ACTIONS", "FROM_VENUE", "OBS_MODES", "REWARDS", "EnvConfig", "resolve_config"]
 
 ACTIONS: tuple[str, ...] = ("continuous", "levels", "buy_sell_hold")
 REWARDS: tuple[str, ...] = ("log", "dsr", "drawdown")
 OBS_MODES: tuple[str, ...] = ("box", "dict")
+FROM_VENUE = "venue"  # EnvConfig.filters default: the venue's rules for the frame's symbol
 
 
 def _finite(name: str, value: Any, lo: float | None = None, hi: float | None = None,
             lo_open: bool = False, hi_open: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"EnvConfig.{name} must be a number, got {value!r}") from None
-    bad = not math.isfinite(v)
-    if lo is not None:
-        bad |= v <= lo if lo_open else v < lo
-    if hi is not None:
-        bad |= v >= hi if hi_open else v > hi
-    if bad:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        span = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-        raise ValueError(f"EnvConfig.{name} must be a finite number in {span}, got {value!r}")
-    return v
+    return checks.number("EnvConfig", name, value, lo, hi, low_open=lo_open, high_open=hi_open)
 
 
 def _int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < lo:
-        raise ValueError(f"EnvConfig.{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
+    return checks.integer("EnvConfig", name, value, lo)
 
 
 @dataclass(frozen=True)
@@ -60,7 +45,10 @@ class EnvConfig:
     Costs: ``fee`` on the traded notional (quote currency); fills at the next bar's open worsened
     by ``slippage_bps`` plus ``impact_bps`` x participation (order quantity / the fill bar's
     volume); ``max_participation`` caps an order at that fraction of the fill bar's volume
-    (``None`` = no cap). ``filters`` are the exchange rules (``None`` = off).
+    (``None`` = no cap). ``filters`` are the exchange's trading rules: ``"venue"`` (default) = the
+    venue's rules for the frame's symbol (``spotgym.venue.rules_for``; a frame without a symbol, or a
+    symbol with no known rules, is an error naming it), a ``TradingRules`` (or a mapping of its
+    fields), or ``None`` = no rules.
 
     Rewards (``reward``): ``"log"`` = log(E_t+1 / E_t) of net equity (fees included; summed over
     an episode it is log(final / initial equity)); ``"dsr"`` = Moody & Saffell's differential
@@ -87,7 +75,7 @@ class EnvConfig:
     slippage_bps: float = 1.0
     impact_bps: float = 0.0
     max_participation: float | None = None
-    filters: ExchangeFilters | None = field(default_factory=ExchangeFilters)
+    filters: TradingRules | str | None = FROM_VENUE
     window: int = 32
     episode_length: int | None = None
     start_row: int = 0
@@ -124,10 +112,10 @@ class EnvConfig:
                  _finite("max_participation", self.max_participation, 0.0, 1.0, lo_open=True))
         filters = self.filters
         if isinstance(filters, Mapping):
-            filters = ExchangeFilters.from_mapping(filters)
-        if filters is not None and not isinstance(filters, ExchangeFilters):
-            raise ValueError(f"EnvConfig.filters must be an ExchangeFilters, a mapping of its fields or None, "
-                             f"got {type(filters).__name__}")
+            filters = TradingRules.from_mapping(filters)
+        if filters is not None and filters != FROM_VENUE and not isinstance(filters, TradingRules):
+            raise ValueError(f"EnvConfig.filters must be 'venue', a TradingRules, a mapping of its fields or None, "
+                             f"got {filters!r}")
         set_(self, "filters", filters)
         set_(self, "window", _int("window", self.window, 1))
         if self.episode_length is not None:
@@ -166,6 +154,18 @@ class EnvConfig:
         out = dataclasses.asdict(self)
         out["levels"] = list(self.levels)
         return out
+
+    def trading_rules(self, symbol: str | None) -> TradingRules:
+        """The rules the env applies to a market of ``symbol`` (``filters=None``: every rule off)."""
+        if self.filters is None:
+            return TradingRules.off(symbol or "")
+        if isinstance(self.filters, TradingRules):
+            return self.filters
+        if symbol is None:
+            raise ValueError("the frame does not say which symbol it holds, so the env cannot look up its trading "
+                             "rules: load the bars with load_bars(..., symbol='ETH/USDT') (or from a file named like "
+                             "BINANCE_ETHUSDT_1h.csv), or pass EnvConfig(filters=TradingRules(...)), or filters=None")
+        return rules_for(symbol)
 
     @property
     def n_account(self) -> int:

@@ -11,8 +11,8 @@ from gymnasium import spaces
 
 from spotgym.envs import nb
 from spotgym.envs.config import EnvConfig
-from spotgym.envs.filters import ExchangeFilters
 from spotgym.envs.market import MarketData
+from spotgym.venue import TradingRules
 
 __all__ = ["AccountEngine", "make_params"]
 
@@ -22,9 +22,9 @@ _REWARD_KIND = {"log": nb.REW_LOG, "dsr": nb.REW_DSR, "drawdown": nb.REW_DRAWDOW
 _SCALARS = (int, float, np.number)  # a tuple: ``int | float | np.number`` builds a new Union on every step
 
 
-def make_params(config: EnvConfig) -> np.ndarray:
+def make_params(config: EnvConfig, rules: TradingRules) -> np.ndarray:
     """The float parameter vector ``p`` of the kernels (``P_*``, then the target levels)."""
-    flt = config.filters or ExchangeFilters.off()
+    flt = rules
     p = np.zeros(nb.N_P + len(config.levels), dtype=np.float64)
     p[nb.P_FEE] = config.fee
     p[nb.P_SLIP_BPS] = config.slippage_bps
@@ -61,7 +61,8 @@ class AccountEngine:
         self.feature_shape = (self.window, self.n_features)  # the feature block, row-major (oldest row first)
         self.fs = np.zeros((self.n_envs, nb.N_FS), dtype=np.float64)
         self.ist = np.zeros((self.n_envs, nb.N_IS), dtype=np.int64)
-        self.p = make_params(config)
+        self.rules = config.trading_rules(market.symbol)
+        self.p = make_params(config, self.rules)
         self.ip = np.zeros(nb.N_IP, dtype=np.int64)
         self.ip[nb.I_ACTION] = _ACTION_KIND[config.action]
         self.ip[nb.I_REWARD] = _REWARD_KIND[config.reward]
@@ -79,31 +80,38 @@ class AccountEngine:
 
     # ------------------------------------------------------------------ episode bounds
     def compute_bounds(self) -> None:
-        """Candidate start rows (random episodes) or the one sequential pass, from the config's
-        row range and the rows whose observation window is valid."""
+        """Candidate start rows (random episodes) or the one sequential pass, from the config's row range
+        and the rows that can carry a decision (``MarketData.decidable``).
+
+        A random episode starts on a decidable row and every row of it is decidable (training never
+        meets a masked row). The sequential pass runs from the first decidable row of the range to its
+        last decidable row, through any masked rows between them (held, see ``nb.hop_step_nb``)."""
         cfg, m = self.config, self.market
         n = len(m)
         last = n - 1 if cfg.end_row is None else min(cfg.end_row, n) - 1  # last row that can be filled at
-        ok = m.window_ok
-        run_end = nb.run_end_nb(ok)
+        ok = m.decidable
         rows = np.arange(cfg.start_row, max(cfg.start_row, last), dtype=np.int64)  # decision rows
-        reach = np.minimum(run_end[rows], last) if rows.size else rows
         span = f"rows [{cfg.start_row}, {last + 1}) of a {n}-row frame with window {cfg.window}"
         if cfg.episode_length is not None:
+            run_end = nb.run_end_nb(ok)
+            reach = np.minimum(run_end[rows], last) if rows.size else rows
             starts = rows[ok[rows] & (rows + cfg.episode_length <= reach)] if rows.size else rows
             if starts.size == 0:
                 raise ValueError(f"no episode of episode_length={cfg.episode_length} fits in {span} "
-                                 f"(every row of a window must be valid; first valid row {m.valid.argmax()})")
+                                 f"(every row of an episode must be decidable: a full valid window on a real bar; "
+                                 f"first decidable row {int(ok.argmax()) if ok.any() else None})")
             self.starts = starts
             self.seq_start = int(starts[0])
             self.ip[nb.I_SEQ_END] = -1
         else:
-            good = rows[ok[rows] & (reach > rows)] if rows.size else rows
+            good = np.flatnonzero(ok[cfg.start_row:last + 1]) + cfg.start_row if last >= cfg.start_row else rows
+            if good.size < 2 and not self.open_ended:
+                raise ValueError(f"no two decidable rows (a full valid observation window on a real bar) in {span}")
             if good.size == 0:
-                raise ValueError(f"no row with a valid observation window and a next row in {span}")
+                raise ValueError(f"no decidable row (a full valid observation window on a real bar) in {span}")
             self.seq_start = int(good[0])
             self.starts = np.array([self.seq_start], dtype=np.int64)
-            self.ip[nb.I_SEQ_END] = OPEN_END if self.open_ended else int(min(run_end[self.seq_start], last))
+            self.ip[nb.I_SEQ_END] = OPEN_END if self.open_ended else int(good[-1])
 
     @property
     def seq_end(self) -> int:
@@ -114,6 +122,14 @@ class AccountEngine:
         if self.config.episode_length is None:
             return self.seq_start
         return int(self.starts[rng.integers(self.starts.size)])
+
+    def draw_starts(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` successive ``draw_start(rng)`` values from one generator call: numpy's
+        ``Generator.integers`` draws a batch as exactly the values (and leaves the generator in
+        the state) of the same number of single draws."""
+        if self.config.episode_length is None:
+            return np.full(size, self.seq_start, dtype=np.int64)
+        return self.starts[rng.integers(self.starts.size, size=size)]
 
     # ------------------------------------------------------------------ spaces
     def _action_space(self) -> spaces.Space:
@@ -149,10 +165,32 @@ class AccountEngine:
         np.copyto(self.actions, a.reshape(self.n_envs), casting="unsafe")
         return self.actions
 
+    def fill(self, action: float, open_px: float, volume: float, *, slippage: bool = True,
+             i: int = 0) -> tuple[float, float, float]:
+        """``(signed qty, price, fee)`` of account ``i`` meeting ``action`` at ``open_px`` as the step kernel
+        fills it (``slippage=False``: no slippage, impact, volume cap or tick rounding: the order a live
+        runner plans at the last close). qty 0 = no trade. Changes nothing."""
+        fs, p = self.fs, self.p
+        cash, units = fs[i, nb.CASH], fs[i, nb.UNITS]
+        target, hold = nb.action_target_nb(float(action), self.ip[nb.I_ACTION], self.levels, p[nb.P_TRADE_FRACTION],
+                                           cash, units, float(open_px))
+        if hold:
+            return 0.0, 0.0, 0.0
+        slip, impact, cap, tick = ((p[nb.P_SLIP_BPS], p[nb.P_IMPACT_BPS], p[nb.P_MAX_PART], p[nb.P_TICK])
+                                   if slippage else (0.0, 0.0, 0.0, 0.0))
+        qty, price, fee = nb.sim_fill_nb(target, cash, units, float(open_px), float(volume), p[nb.P_FEE], slip, impact,
+                                         cap, tick, p[nb.P_STEP], p[nb.P_MIN_QTY], p[nb.P_MIN_NOTIONAL],
+                                         p[nb.P_DEADBAND])
+        return float(qty), float(price), float(fee)
+
+    def fill_row(self, row: int) -> int:
+        """The row at whose open an order decided on ``row`` fills: the next real bar (len(market) if none yet)."""
+        return int(self.market.hops[row, nb.FILL_ROW])
+
     def step(self, obs: np.ndarray, info: np.ndarray) -> int:
         """Step every account with ``self.actions``; returns how many finished (``ist[:, DONE]``)."""
         m = self.market
-        return nb.step_accounts_nb(self.actions, self.fs, self.ist, self.p, self.ip, m.vflat, m.px, obs, info)
+        return nb.step_accounts_nb(self.actions, self.fs, self.ist, self.p, self.ip, m.vflat, m.px, m.hops, obs, info)
 
     def autoreset(self, next_start: np.ndarray, obs: np.ndarray) -> None:
         """Restart the finished accounts at ``next_start`` (their last observation and the reset

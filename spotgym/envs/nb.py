@@ -10,7 +10,9 @@ Layouts (the column constants below are the contract between the kernels and ``c
   mark, and the last step's flags (terminated, truncated, done);
 - ``p`` float64: the parameters ``P_*`` followed by the target levels; ``ip`` int64: ``I_*``;
 - ``vflat``: the float32 feature matrix flattened row-major (T * F,), ``px``: float64 (T, 3) =
-  open, close, volume;
+  open, close, volume; ``hops``: int64 (T, 3) per decision row t: whether a step from t leaves the
+  plain path (``HOP``), the row whose open fills its order (``FILL_ROW``: the next real bar) and
+  whether row t can be decided on at all (``DECIDABLE``: full valid window, not a synthetic bar);
 - outputs: ``obs`` float32 (N, W * F + 4); ``info`` float64 (N, N_INFO): the fields of
   ``INFO_KEYS`` and the step's reward (``INF_REWARD``).
 
@@ -21,6 +23,17 @@ The time contract: an action taken on row t fills at ``open[t + 1]`` (``sim_fill
 account takes the fill (``apply_fill_nb``, the same update a live broker's fill goes through),
 and the account is marked at ``close[t + 1]`` (``mark_nb``), which gives the reward and the next
 observation (rows t + 2 - W .. t + 1).
+
+Rows that cannot carry a decision are masked, never dropped (``hop_step_nb``): a synthetic bar
+(inserted for a gap: no market existed) is held through and the order fills at the open of the
+next real bar; a row whose observation window holds undefined cells (a long exchange halt, a stretch
+without predictions) is held through, marked at its close, until the next decidable row. So one
+step may mark several bars; its reward is the sum of their rewards and the observation always comes
+from a decidable row. Random training episodes never contain such rows (``AccountEngine``).
+
+``step_accounts_nb`` prefetches the rows the next accounts will read (``prefetch_nb``, a cache hint
+that changes no result): with training's random starts every account reads its own rows, and their
+cache misses, not the arithmetic, are what a step costs beyond the observation copy.
 
 All kernels use ``error_model="numpy"`` (no zero-division checks: every division is guarded by
 the logic itself) and the per-account helpers are ``inline="always"``: both measurably speed up
@@ -34,8 +47,12 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as _llvm
 import numpy as np
-from numba import njit
+from llvmlite import ir as _ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # --------------------------------------------------------------------------- layouts
 # fs columns
@@ -51,6 +68,8 @@ N_P = 14  # p[N_P:] holds the target levels
 # ip (int params)
 I_ACTION, I_REWARD, I_WINDOW, I_NFEAT, I_EP_LEN, I_SEQ_END = range(6)
 N_IP = 6
+# hops columns (per row)
+HOP, FILL_ROW, DECIDABLE = range(3)
 ACT_CONTINUOUS, ACT_LEVELS, ACT_BUY_SELL_HOLD = 0, 1, 2
 REW_LOG, REW_DSR, REW_DRAWDOWN = 0, 1, 2
 HOLD, BUY, SELL = 0, 1, 2
@@ -63,6 +82,33 @@ INFO_KEYS = ("row", "equity", "cash", "position", "exposure", "fees_paid", "trad
 N_ACCOUNT_OBS = 4
 
 _EPS_ROUND = 1e-9  # tolerance (in steps / ticks) for rounding quantities and prices
+
+
+PREFETCH_AHEAD = 8  # step_accounts_nb asks for the rows of account i + PREFETCH_AHEAD while it steps account i
+
+# --------------------------------------------------------------------------- cache hint
+# ``llvm.prefetch`` takes an opaque pointer from LLVM 15 on (llvmlite >= 0.44), an i8* before
+_PREFETCH = "llvm.prefetch.p0" if _llvm.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch_nb(typingctx, arr, idx):
+    """``prefetch_nb(arr, k)``: ask the CPU to bring the cache line of ``arr``'s k-th element (flat,
+    row-major: ``arr`` C-contiguous) into cache. A hint only: it never faults (even out of bounds),
+    reads or changes nothing the program sees, so results do not depend on it."""
+    sig = types.void(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = _ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        fnty = _ir.FunctionType(_ir.VoidType(), [i8p, _ir.IntType(32), _ir.IntType(32), _ir.IntType(32)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+        i32 = _ir.IntType(32)
+        builder.call(fn, [ptr, _ir.Constant(i32, 0), _ir.Constant(i32, 3), _ir.Constant(i32, 1)])  # read, keep, data
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 # --------------------------------------------------------------------------- exchange rules
@@ -354,12 +400,55 @@ def mark_step_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty, 
 
 
 @njit(cache=True, error_model="numpy")
-def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, obs, info):
+def hop_step_nb(action, fs, ist, i, p, ip, px, hops):
+    """The step of account ``i`` from a row whose next bar is synthetic or not decidable (see the module
+    doc); returns ``(reward, landing row)``. Bars without a market are held and marked first, the order
+    fills at the open of the next real bar, then undecidable rows are held and marked until a decidable
+    row, the episode's end or ruin."""
+    reward_kind = ip[I_REWARD]
+    dsr_eta = p[P_DSR_ETA]
+    dd_penalty = p[P_DD_PENALTY]
+    ruin = p[P_RUIN]
+    row = ist[i, ROW]
+    end = ist[i, END]
+    last = px.shape[0] - 1
+    if end > last:
+        end = last
+    fill_row = hops[row, FILL_ROW]
+    reward = 0.0
+    r = row
+    while r + 1 < fill_row and r < end:  # synthetic bars: no market, nothing fills, the position is held
+        r += 1
+        reward += mark_nb(fs, ist, i, r, px[r, 1], reward_kind, dsr_eta, dd_penalty)
+        if ruin > 0.0 and fs[i, EQUITY] < ruin:
+            return reward, r
+    if fill_row <= end:
+        cash = fs[i, CASH]
+        units = fs[i, UNITS]
+        open_px = px[fill_row, 0]
+        target, hold = action_target_nb(action, ip[I_ACTION], p[N_P:], p[P_TRADE_FRACTION], cash, units, open_px)
+        if not hold:
+            qty, price, fee = sim_fill_nb(target, cash, units, open_px, px[fill_row, 2], p[P_FEE], p[P_SLIP_BPS],
+                                          p[P_IMPACT_BPS], p[P_MAX_PART], p[P_TICK], p[P_STEP], p[P_MIN_QTY],
+                                          p[P_MIN_NOTIONAL], p[P_DEADBAND])
+            if qty != 0.0:
+                apply_fill_nb(fs, ist, i, qty, price, fee)
+        r = fill_row
+        reward += mark_nb(fs, ist, i, r, px[r, 1], reward_kind, dsr_eta, dd_penalty)
+    while r < end and hops[r, DECIDABLE] == 0 and not (ruin > 0.0 and fs[i, EQUITY] < ruin):
+        r += 1
+        reward += mark_nb(fs, ist, i, r, px[r, 1], reward_kind, dsr_eta, dd_penalty)
+    return reward, r
+
+
+@njit(cache=True, error_model="numpy")
+def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, obs, info):
     """One step of every account, in one call; returns how many accounts finished.
 
     For each account: fill the action at the next open (``sim_fill_nb``, ``apply_fill_nb``), mark at the next
     close (reward, flags, info, as ``mark_step_nb``), write the observation of the new row. A
-    finished account's observation is its last one; ``autoreset_accounts_nb`` restarts it.
+    finished account's observation is its last one; ``autoreset_accounts_nb`` restarts it. A row whose
+    next bar is synthetic or undecidable takes ``hop_step_nb`` instead (never on training episodes).
     """
     window = ip[I_WINDOW]
     n_feat = ip[I_NFEAT]
@@ -379,26 +468,49 @@ def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, obs, info):
     min_notional = p[P_MIN_NOTIONAL]
     deadband = p[P_DEADBAND]
     levels = p[N_P:]
+    n = actions.shape[0]
+    px_w = px.shape[1]
+    hops_w = hops.shape[1]
     n_done = 0
-    for i in range(actions.shape[0]):
-        row_next = ist[i, ROW] + 1
-        # the order, filled at open[row_next]: written out on scalars, because an inlined helper
-        # that takes the arrays (fs, ist, p, px) and has several return paths keeps numba's
-        # reference counting on them (an NRT incref/decref call pair per array per account:
-        # ~80 ns of the ~130 ns an account cost beyond its observation copy, numba 0.68)
-        cash = fs[i, CASH]
-        units = fs[i, UNITS]
-        open_px = px[row_next, 0]
-        target, hold = action_target_nb(actions[i], action_kind, levels, trade_fraction, cash, units, open_px)
-        if not hold:
-            qty, price, fee = sim_fill_nb(target, cash, units, open_px, px[row_next, 2], fee_rate, slip_bps,
-                                          impact_bps, max_part, tick, step, min_qty, min_notional, deadband)
-            if qty != 0.0:
-                apply_fill_nb(fs, ist, i, qty, price, fee)
-        close = px[row_next, 1]
-        # = mark_step_nb(...), written out: called through one more level of inlined helper,
-        # this loop ran ~1.2-1.5x slower (numba 0.68)
-        info[i, INF_REWARD] = mark_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty)
+    for i in range(n):
+        # Training's random starts put every account on its own rows: the price, hop and feature rows
+        # an account reads are then cache misses (~L3 latency each), and the branches of the fill
+        # (random actions) keep the CPU from running ahead to the next accounts' loads. Prefetching
+        # them PREFETCH_AHEAD accounts early hides that latency (~25 % of a random-start step at
+        # N = 1024); on a lockstep pass the lines are already cached and the hints cost a few cycles.
+        j = i + PREFETCH_AHEAD
+        if j < n:
+            rj = ist[j, ROW]
+            prefetch_nb(px, (rj + 1) * px_w)  # px[rj + 1]: open, close, volume (may straddle two lines)
+            prefetch_nb(px, (rj + 2) * px_w - 1)
+            prefetch_nb(hops, rj * hops_w)  # hops[rj, HOP]
+            prefetch_nb(vflat, (rj + 2 - window) * n_feat)  # the head of the next observation window
+            prefetch_nb(vflat, (rj + 1) * n_feat)  # its new row
+            prefetch_nb(vflat, (rj + 2) * n_feat - 1)
+        row = ist[i, ROW]
+        if hops[row, HOP]:
+            reward, row_next = hop_step_nb(actions[i], fs, ist, i, p, ip, px, hops)
+            info[i, INF_REWARD] = reward
+            close = px[row_next, 1]
+        else:
+            row_next = row + 1
+            # the order, filled at open[row_next]: written out on scalars, because an inlined helper
+            # that takes the arrays (fs, ist, p, px) and has several return paths keeps numba's
+            # reference counting on them (an NRT incref/decref call pair per array per account:
+            # ~80 ns of the ~130 ns an account cost beyond its observation copy, numba 0.68)
+            cash = fs[i, CASH]
+            units = fs[i, UNITS]
+            open_px = px[row_next, 0]
+            target, hold = action_target_nb(actions[i], action_kind, levels, trade_fraction, cash, units, open_px)
+            if not hold:
+                qty, price, fee = sim_fill_nb(target, cash, units, open_px, px[row_next, 2], fee_rate, slip_bps,
+                                              impact_bps, max_part, tick, step, min_qty, min_notional, deadband)
+                if qty != 0.0:
+                    apply_fill_nb(fs, ist, i, qty, price, fee)
+            close = px[row_next, 1]
+            # = mark_step_nb(...), written out: called through one more level of inlined helper,
+            # this loop ran ~1.2-1.5x slower (numba 0.68)
+            info[i, INF_REWARD] = mark_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty)
         term = ruin > 0.0 and fs[i, EQUITY] < ruin
         trunc = row_next >= ist[i, END]
         ist[i, TERM] = term
@@ -515,6 +627,25 @@ def window_ok_nb(valid, window):
         run = run + 1 if valid[t] else 0
         ok[t] = run >= window
     return ok
+
+
+@njit(cache=True, error_model="numpy")
+def hops_nb(window_ok, synthetic):
+    """The (T, 3) ``hops`` table: per row t, ``DECIDABLE`` = a full valid window on a real bar,
+    ``FILL_ROW`` = the first real (non-synthetic) row after t (T when none is there yet) and ``HOP`` =
+    1 unless a step from t is the plain one (fill at open[t + 1], land on a decidable t + 1)."""
+    n = window_ok.shape[0]
+    out = np.zeros((n, 3), dtype=np.int64)
+    nxt = n
+    for t in range(n - 1, -1, -1):
+        out[t, FILL_ROW] = nxt
+        if not synthetic[t]:
+            nxt = t
+        out[t, DECIDABLE] = 1 if (window_ok[t] and not synthetic[t]) else 0
+    for t in range(n):
+        plain = t + 1 < n and out[t, FILL_ROW] == t + 1 and out[t + 1, DECIDABLE] == 1
+        out[t, HOP] = 0 if plain else 1
+    return out
 
 
 @njit(cache=True, error_model="numpy")

@@ -1,18 +1,16 @@
 """``TradingEnv``: one spot account on one market, the gymnasium API over the kernels of ``nb.py``.
 
 The time contract: ``step(action)`` on the observation of row t fills at ``open[t + 1]``
-(slippage, tick, fee, exchange filters), marks the account at ``close[t + 1]`` (the reward) and
-returns the observation of row t + 1. Running out of rows truncates; equity below the ruin
-floor terminates.
+(slippage, tick, fee, exchange rules), marks the account at ``close[t + 1]`` (the reward) and
+returns the observation of row t + 1. A synthetic bar (a filled gap) is held through and the order
+fills at the next real bar; rows without a defined observation are held through until the next
+decidable row (``nb.hop_step_nb``). Running out of rows truncates; equity below the ruin floor
+terminates.
 
-The seam for live trading (the runner comes later): ``step`` is exactly
-
-    qty, price, fee = env.simulate_fill(action)   # or: a broker executes env.plan_order(action)
-    env.apply_fill(qty, price, fee)               # the account update, for any fill
-    env.advance()                                 # mark at the next close, next observation
-
-and ``append_rows`` grows the market as bars close, so a runner wraps this same env around a
-live feed and a real broker by replacing only the first line.
+The same env trades live: ``spotgym.wrappers.ExecutionEnv`` drives it through the ports of
+``spotgym.envs.ports`` with ``plan_order`` (what to send), ``apply_fill`` (the account update for
+any fill), ``append_rows`` (bars as they close) and ``advance`` (mark the next bar); with a
+historical feed and the kernel's fill model it reproduces ``step`` bit for bit (tested).
 """
 
 from __future__ import annotations
@@ -22,32 +20,23 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from spotgym.core import FeatureFrame
 from spotgym.envs import nb
 from spotgym.envs.config import EnvConfig, resolve_config
 from spotgym.envs.core import AccountEngine
 from spotgym.envs.info import info_dict
 from spotgym.envs.market import MarketData
-from spotgym.features.frame import FeatureFrame
 
-__all__ = ["TradingEnv", "default_frame"]
-
-
-def default_frame() -> FeatureFrame:
-    """The default market: Binance ETH/USDT 1h from the shared data, default features."""
-    from spotgym.data import load_bars
-    from spotgym.datasets import shared_file
-    from spotgym.features import build_features
-
-    return build_features(load_bars(shared_file("BINANCE_ETHUSDT_1h.csv.gz")))
+__all__ = ["TradingEnv"]
 
 
 class TradingEnv(gym.Env):
     """One long/flat spot account: ``TradingEnv(frame, config)`` or ``TradingEnv(frame, fee=0.0)``.
 
-    ``frame``: a ``FeatureFrame`` (``None`` = ETH/USDT 1h with the default features);
-    ``config``: an ``EnvConfig``; keyword overrides are applied on top of it. ``live=True``: the
-    market grows (``append_rows``) and the episode never truncates at the end of the data;
-    stepping needs the next row to be there.
+    ``frame``: a ``FeatureFrame`` (e.g. ``spotgym.features.build_features(bars)``); ``config``: an
+    ``EnvConfig``; keyword overrides are applied on top of it. ``live=True``: the market grows
+    (``append_rows``) and the episode never truncates at the end of the data; stepping needs the
+    next row to be there.
     ``info`` (from ``reset`` and ``step``) holds ``row``, ``equity``, ``cash``, ``position``
     (base units), ``exposure``, ``fees_paid`` (this episode), ``trade`` (a fill this step),
     ``fill_price`` (volume-weighted, 0 without a fill), ``fill_qty`` (signed), ``fee`` (this
@@ -56,10 +45,10 @@ class TradingEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, frame: FeatureFrame | None = None, config: EnvConfig | None = None, *,
+    def __init__(self, frame: FeatureFrame, config: EnvConfig | None = None, *,
                  live: bool = False, **overrides: Any) -> None:
         self.config = config = resolve_config(config, overrides)
-        self.market = MarketData(default_frame() if frame is None else frame, config.window)
+        self.market = MarketData(frame, config.window)
         if live and config.episode_length is not None:
             raise ValueError("a live env runs one sequential pass: use episode_length=None")
         self.live = bool(live)
@@ -104,36 +93,24 @@ class TradingEnv(gym.Env):
 
     # ------------------------------------------------------------------ the live seam
     def plan_order(self, action, price: float | None = None) -> float:
-        """Signed base quantity (after filters) that ``action`` asks for at ``price`` (default:
+        """Signed base quantity (after the exchange rules) that ``action`` asks for at ``price`` (default:
         the close of the current row), with no slippage: what a live runner sends to a broker."""
         self._check_running()
-        fs, p = self.engine.fs, self.engine.p
         ref = float(self.market.close[self.engine.ist[0, nb.ROW]] if price is None else price)
-        target, hold = nb.action_target_nb(float(np.asarray(action).reshape(-1)[0]), self.engine.ip[nb.I_ACTION],
-                                           self.engine.levels, p[nb.P_TRADE_FRACTION], fs[0, nb.CASH],
-                                           fs[0, nb.UNITS], ref)
-        if hold:
-            return 0.0
-        qty, _, _ = nb.sim_fill_nb(target, fs[0, nb.CASH], fs[0, nb.UNITS], ref, 0.0, p[nb.P_FEE], 0.0, 0.0, 0.0,
-                                   0.0, p[nb.P_STEP], p[nb.P_MIN_QTY], p[nb.P_MIN_NOTIONAL], p[nb.P_DEADBAND])
-        return float(qty)
+        qty, _, _ = self.engine.fill(self._scalar(action), ref, 0.0, slippage=False)
+        return qty
 
     def simulate_fill(self, action) -> tuple[float, float, float]:
-        """``(signed qty, price, fee)`` of ``action`` filled at the next row's open, as ``step``
-        fills it (slippage, tick, filters); qty 0 = no trade. Changes nothing."""
+        """``(signed qty, price, fee)`` of ``action`` filled as ``step`` fills it: at the open of the next
+        real bar (slippage, tick, rules); qty 0 = no trade. Changes nothing."""
         self._check_running()
-        eng = self.engine
-        fs, p, row_next = eng.fs, eng.p, int(eng.ist[0, nb.ROW]) + 1
-        self._check_row(row_next)
-        open_px, volume = self.market.px[row_next, 0], self.market.px[row_next, 2]
-        target, hold = nb.action_target_nb(float(np.asarray(action).reshape(-1)[0]), eng.ip[nb.I_ACTION], eng.levels,
-                                           p[nb.P_TRADE_FRACTION], fs[0, nb.CASH], fs[0, nb.UNITS], open_px)
-        if hold:
-            return 0.0, 0.0, 0.0
-        qty, price, fee = nb.sim_fill_nb(target, fs[0, nb.CASH], fs[0, nb.UNITS], open_px, volume, p[nb.P_FEE],
-                                         p[nb.P_SLIP_BPS], p[nb.P_IMPACT_BPS], p[nb.P_MAX_PART], p[nb.P_TICK],
-                                         p[nb.P_STEP], p[nb.P_MIN_QTY], p[nb.P_MIN_NOTIONAL], p[nb.P_DEADBAND])
-        return float(qty), float(price), float(fee)
+        row = self.engine.fill_row(self.row)
+        self._check_row(row)
+        return self.engine.fill(self._scalar(action), self.market.px[row, 0], self.market.px[row, 2])
+
+    def fill_row(self) -> int:
+        """The row at whose open an order decided now fills (the next real bar; may not exist yet live)."""
+        return self.engine.fill_row(self.row)
 
     def apply_fill(self, qty: float, price: float, fee: float) -> None:
         """The account takes a fill: ``qty`` base units (> 0 bought, < 0 sold) at ``price``,
@@ -152,12 +129,15 @@ class TradingEnv(gym.Env):
         nb.apply_fill_nb(fs, self.engine.ist, 0, qty, price, fee)
 
     def advance(self):
-        """Mark the account at the next row's close and move there: the second half of ``step``
-        (``step`` = ``simulate_fill`` + ``apply_fill`` + ``advance``). Returns the step tuple."""
+        """Mark the account at the next row's close and move there (one bar, no order): with the fills
+        applied before it, the bar-by-bar form of ``step``. Returns the step tuple; ``info["decidable"]``
+        says whether the new row can carry a decision (else hold and advance again)."""
         self._check_running()
-        self._check_row(int(self.engine.ist[0, nb.ROW]) + 1)
+        self._check_row(self.row + 1)
         self.engine.advance(self._obs, self._info)
-        return self._result()
+        obs, reward, term, trunc, info = self._result()
+        info["decidable"] = bool(self.market.decidable[self.row])
+        return obs, reward, term, trunc, info
 
     def observe(self):
         """``(observation, info)`` at the current row, without changing anything."""
@@ -205,5 +185,7 @@ class TradingEnv(gym.Env):
     def _check_row(self, row: int) -> None:
         if row >= len(self.market):
             raise RuntimeError(f"row {row} is not in the market yet ({len(self.market)} rows): append_rows first")
-        if not self.market.window_ok[row]:
-            raise RuntimeError(f"the observation window ending at row {row} holds invalid (NaN) feature rows")
+
+    @staticmethod
+    def _scalar(action) -> float:
+        return float(np.asarray(action).reshape(-1)[0])

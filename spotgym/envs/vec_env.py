@@ -25,15 +25,16 @@ from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices
 
+from spotgym.core import FeatureFrame
 from spotgym.envs import nb
 from spotgym.envs.config import EnvConfig, resolve_config
 from spotgym.envs.core import AccountEngine
 from spotgym.envs.info import StepInfo, info_dict
 from spotgym.envs.market import MarketData
-from spotgym.envs.trading_env import default_frame
-from spotgym.features.frame import FeatureFrame
 
 __all__ = ["VecTradingEnv"]
+
+DRAW_AHEAD = 32  # episode starts drawn per generator call, per account
 
 
 class VecTradingEnv(VecEnv):
@@ -41,16 +42,17 @@ class VecTradingEnv(VecEnv):
 
     Account i draws its episode starts from its own generator, seeded ``seed + i`` (``seed``
     argument, ``seed()`` or SB3 ``PPO(..., seed=...)``), exactly as a ``TradingEnv`` reset with
-    that seed would; unseeded generators take fresh entropy.
+    that seed would; unseeded generators take fresh entropy. The starts are drawn ``DRAW_AHEAD`` at a
+    time per account (one generator call: the same values, in the same order, as one call per episode).
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, frame: FeatureFrame | None = None, n_envs: int = 1, config: EnvConfig | None = None, *,
+    def __init__(self, frame: FeatureFrame, n_envs: int = 1, config: EnvConfig | None = None, *,
                  seed: int | None = None, copy_obs: bool = False, copy_infos: bool = False,
                  **overrides: Any) -> None:
         self.config = config = resolve_config(config, overrides)
-        self.market = MarketData(default_frame() if frame is None else frame, config.window)
+        self.market = MarketData(frame, config.window)
         self.engine = eng = AccountEngine(self.market, config, n_envs=int(n_envs))
         self.render_mode = None
         super().__init__(eng.n_envs, eng.observation_space, eng.action_space)
@@ -67,6 +69,10 @@ class VecTradingEnv(VecEnv):
         self._slot = 0
         self._next_start = np.zeros(n, dtype=np.int64)
         self._rngs: list[np.random.Generator] | None = None
+        # account i's next starts, drawn DRAW_AHEAD at a time from its generator (same values, same
+        # order as one draw per episode); _ahead_pos[i] = the next unused one (DRAW_AHEAD: none left)
+        self._ahead = np.zeros((n, DRAW_AHEAD), dtype=np.int64)
+        self._ahead_pos = np.full(n, DRAW_AHEAD, dtype=np.int64)
         self._pending = False  # _next_start holds drawn, unused starts
         self._actions_set = False
         if seed is not None:
@@ -78,16 +84,15 @@ class VecTradingEnv(VecEnv):
         eng = self.engine
         if self._rngs is None or any(s is not None for s in self._seeds):
             old = self._rngs
-            self._rngs = [seeding.np_random(s)[0] if s is not None or old is None else old[i]
-                          for i, s in enumerate(self._seeds)]
+            fresh = [s is not None or old is None for s in self._seeds]
+            self._rngs = [seeding.np_random(s)[0] if new else old[i]
+                          for i, (s, new) in enumerate(zip(self._seeds, fresh))]
+            self._ahead_pos[np.array(fresh, dtype=bool)] = DRAW_AHEAD  # a new generator: its draws are not those
             self._pending = False
         # account i's starts are the successive draws of its generator, as in TradingEnv
-        if self._pending:
-            starts = self._next_start.copy()
-        else:
-            starts = np.array([self._draw(i) for i in range(self.num_envs)], dtype=np.int64)
-        for i in range(self.num_envs):
-            self._next_start[i] = self._draw(i)
+        all_idx = eng.all_idx
+        starts = self._next_start.copy() if self._pending else self._draw_starts(all_idx)
+        self._next_start[:] = self._draw_starts(all_idx)
         self._pending = True
         self._slot ^= 1
         slot = self._slot
@@ -120,15 +125,21 @@ class VecTradingEnv(VecEnv):
         if n_done:
             ist = eng.ist
             dones = ist[:, nb.DONE] != 0
-            done_idx = np.flatnonzero(dones).tolist()
-            time_limit = [bool(ist[i, nb.TRUNC] and not ist[i, nb.TERM]) for i in done_idx]
+            idx = np.flatnonzero(dones)
+            time_limit = ((ist[idx, nb.TRUNC] != 0) & (ist[idx, nb.TERM] == 0)).tolist()
             eng.autoreset(self._next_start, obs)  # clears the flags of the restarted accounts
-            for i, truncated in zip(done_idx, time_limit):
-                info = infos[i]
-                info["terminal_observation"] = eng.split_obs(eng.term_obs[i].copy())
-                info["TimeLimit.truncated"] = truncated
-                self.reset_infos[i] = info_dict(eng.reset_info[i])
-                self._next_start[i] = self._draw(i)
+            # one copy for all: each terminal observation is a row of it (no view of the env's buffers)
+            term_obs = eng.term_obs[idx]
+            reset_info, reset_infos, split = eng.reset_info, self.reset_infos, eng.split_obs
+            done_idx = idx.tolist()
+            for k, i in enumerate(done_idx):
+                # = info["terminal_observation"] = ...; info["TimeLimit.truncated"] = ... (StepInfo marks
+                # the account dirty: done below for all at once)
+                dict.update(infos[i], {"terminal_observation": split(term_obs[k]),
+                                       "TimeLimit.truncated": time_limit[k]})
+                reset_infos[i] = info_dict(reset_info[i])
+            self._dirty[slot].update(done_idx)
+            self._next_start[idx] = self._draw_starts(idx)
         else:
             dones = np.zeros(self.num_envs, dtype=bool)
         if self.copy_infos:
@@ -183,8 +194,19 @@ class VecTradingEnv(VecEnv):
         return self.engine.ist[:, nb.ROW].copy()
 
     # ------------------------------------------------------------------ helpers
-    def _draw(self, i: int) -> int:
-        return self.engine.draw_start(self._rngs[i])
+    def _draw_starts(self, idx: np.ndarray) -> np.ndarray:
+        """The next start of each account in ``idx`` (distinct indices): the next draw of its generator,
+        taken from the ones drawn ahead (refilled DRAW_AHEAD at a time, ``AccountEngine.draw_starts``)."""
+        pos = self._ahead_pos[idx]
+        empty = idx[pos >= DRAW_AHEAD]
+        if empty.size:
+            draw, rngs, ahead = self.engine.draw_starts, self._rngs, self._ahead
+            for i in empty.tolist():
+                ahead[i] = draw(rngs[i], DRAW_AHEAD)
+            self._ahead_pos[empty] = 0
+            pos = self._ahead_pos[idx]
+        self._ahead_pos[idx] = pos + 1
+        return self._ahead[idx, pos]
 
     def _clear_slot(self, slot: int) -> None:
         dirty = self._dirty[slot]

@@ -1,22 +1,16 @@
-"""Bars -> ``FeatureFrame``: indicator columns, causally normalised, warm-up rows marked, then the
-out-of-fold predictor columns when the spec names predictors."""
+"""Bars -> ``FeatureFrame``: indicator columns, causally normalised, warm-up rows marked."""
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from spotgym.features.frame import FeatureFrame
+from spotgym.core import FeatureFrame
 from spotgym.features.indicators import INDICATORS, Column
 from spotgym.features.normalize import causal_zscore
 from spotgym.features.spec import FeatureSpec, default_spec
 
-if TYPE_CHECKING:
-    from spotgym.predictors.stacking import StackingResult
+__all__ = ["build_features", "indicator_columns"]
 
 
 def indicator_columns(bars: pd.DataFrame, spec: FeatureSpec) -> list[Column]:
@@ -34,47 +28,20 @@ def indicator_columns(bars: pd.DataFrame, spec: FeatureSpec) -> list[Column]:
     return columns
 
 
-@dataclass(frozen=True)
-class FeatureBuild:
-    """``build_features_with_report``'s result: the frame, and the predictor stacking report.
-
-    ``predictions`` (None without predictors) holds the per-fold metrics (``.folds``,
-    ``.summary()``, ``.report()``), the ``has_oof`` row mask, the newest fitted model of each
-    predictor (``.models``) and whether it came from the disk cache.
-    """
-
-    frame: FeatureFrame
-    predictions: StackingResult | None = None
-
-
-def build_features(bars: pd.DataFrame, spec: FeatureSpec | None = None, *,
-                   cache: str | os.PathLike | bool | None = None, progress: bool | None = None) -> FeatureFrame:
-    """The ``FeatureFrame`` of ``bars`` (from ``spotgym.data.load_bars``) under ``spec``.
+def build_features(bars: pd.DataFrame, spec: FeatureSpec | None = None) -> FeatureFrame:
+    """The indicator ``FeatureFrame`` of ``bars`` (from ``spotgym.data.load_bars``) under ``spec``.
 
     Every column at row t depends on bars 0..t only (``assert_no_lookahead`` checks it in the
     tests). ``z``-scaled columns are z-scored against their trailing statistics; cells before
     an indicator's warm-up plus the normalisation window are NaN and those rows are not
-    ``valid``. ``None`` means ``default_spec()``.
-
-    When ``spec.predictors`` is set, the predictors' out-of-fold columns are appended and rows
-    without an out-of-fold prediction are not ``valid`` (see ``spotgym.predictors.oof_predictions``
-    for ``cache`` and ``progress``; ``build_features_with_report`` also returns the fold metrics).
+    ``valid``. ``None`` means ``default_spec()``. The frame's ``symbol`` is ``bars.attrs["symbol"]``.
+    Predictor columns on top: ``spotgym.predictors.build_frame``.
     """
-    return build_features_with_report(bars, spec, cache=cache, progress=progress).frame
-
-
-def build_features_with_report(bars: pd.DataFrame, spec: FeatureSpec | None = None, *,
-                               cache: str | os.PathLike | bool | None = None,
-                               progress: bool | None = None) -> FeatureBuild:
-    """``build_features`` plus the predictors' stacking report (per-fold metrics, models, cache use)."""
     spec = default_spec() if spec is None else spec
-    frame = _indicator_frame(bars, spec)
-    if spec.predictors is None:
-        return FeatureBuild(frame)
-    from spotgym.predictors.stacking import oof_predictions  # lazy: the predictors import features modules
-
-    result = oof_predictions(frame, spec.predictors, spec.indicator_spec, cache=cache, progress=progress)
-    return FeatureBuild(frame.with_columns(result.columns, result.values, valid=result.has_oof), result)
+    if not isinstance(spec, FeatureSpec):
+        raise TypeError(f"spec must be a spotgym.features.FeatureSpec (indicators only), got {type(spec).__name__}; "
+                        "for predictor columns use spotgym.predictors.build_frame(bars, spec)")
+    return _indicator_frame(bars, spec)
 
 
 def _indicator_frame(bars: pd.DataFrame, spec: FeatureSpec) -> FeatureFrame:
@@ -99,4 +66,5 @@ def _indicator_frame(bars: pd.DataFrame, spec: FeatureSpec) -> FeatureFrame:
         close=bars["close"].to_numpy(),
         volume=bars["volume"].to_numpy(),
         synthetic=synthetic,
+        symbol=bars.attrs.get("symbol"),
     )

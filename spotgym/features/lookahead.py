@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from spotgym.features.frame import FeatureFrame
+from spotgym.core import FeatureFrame
 
 Output = FeatureFrame | pd.DataFrame | np.ndarray
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
+from spotgym.core import stable_hash
 from spotgym.features.indicators import INDICATORS
 from spotgym.features.normalize import NORMALIZERS
-from spotgym.predictors.config import StackingSpec, default_stacking, tiny_stacking
+
+__all__ = ["DEFAULT_INDICATORS", "FeatureSpec", "IndicatorSpec", "default_spec"]
 
 
 @dataclass(frozen=True)
@@ -45,19 +45,17 @@ class IndicatorSpec:
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The indicator set, how it is normalised (causally), and the predictors stacked on top.
+    """The indicator set and how it is normalised (causally).
 
     ``normalize``: ``rolling`` (default), ``expanding`` or ``none``; ``norm_window`` bars;
-    ``clip``: bound on the z-scores (None for no clipping). ``predictors``: a
-    ``spotgym.predictors.StackingSpec`` whose models' out-of-fold outputs are appended as columns
-    (None: indicators only).
+    ``clip``: bound on the z-scores (None for no clipping). Predictor columns stacked on top are
+    ``spotgym.predictors``' business (``FrameSpec``).
     """
 
     indicators: tuple[IndicatorSpec, ...]
     normalize: str = "rolling"
     norm_window: int = 500
     clip: float | None = 5.0
-    predictors: StackingSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.indicators:
@@ -68,22 +66,11 @@ class FeatureSpec:
             raise ValueError(f"FeatureSpec.norm_window must be an int >= 2, got {self.norm_window!r}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"FeatureSpec.clip must be > 0 or None, got {self.clip!r}")
-        if self.predictors is not None and not isinstance(self.predictors, StackingSpec):
-            raise ValueError(f"FeatureSpec.predictors must be a StackingSpec or None, got {self.predictors!r}")
-
-    @property
-    def indicator_spec(self) -> FeatureSpec:
-        """This spec without predictors: what the predictors' input columns are built with."""
-        return self if self.predictors is None else replace(self, predictors=None)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FeatureSpec:
-        """Build from a mapping like ``{"indicators": ["rsi", {"name": "macd", "fast": 8}], "norm_window": 300}``.
-
-        ``predictors`` (optional): ``{"models": [{"kind": "lstm", "hidden": 16}, {"kind": "regime"}],
-        "refit_every": 2000, ...}`` (see ``StackingSpec``).
-        """
-        known = {"indicators", "normalize", "norm_window", "clip", "predictors"}
+        """Build from a mapping like ``{"indicators": ["rsi", {"name": "macd", "fast": 8}], "norm_window": 300}``."""
+        known = {"indicators", "normalize", "norm_window", "clip"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown feature key(s) {unknown}; known: {sorted(known)}")
@@ -91,26 +78,20 @@ class FeatureSpec:
         if not isinstance(items, list | tuple):
             raise ValueError("features.indicators must be a list of indicator names or mappings")
         kwargs: dict[str, Any] = {k: config[k] for k in ("normalize", "norm_window", "clip") if k in config}
-        if config.get("predictors") is not None:
-            kwargs["predictors"] = StackingSpec.from_config(config["predictors"])
         return cls(tuple(IndicatorSpec.from_config(i) for i in items), **kwargs)
 
     def to_config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
+        return {
             "indicators": [i.to_config() for i in self.indicators],
             "normalize": self.normalize,
             "norm_window": self.norm_window,
             "clip": self.clip,
         }
-        if self.predictors is not None:  # absent rather than None: indicator-only hashes stay as they were
-            out["predictors"] = self.predictors.to_config()
-        return out
 
     @property
     def hash(self) -> str:
-        """Stable short hash of the configuration (cache keys, run manifests)."""
-        blob = json.dumps(self.to_config(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Stable short hash of the configuration (cache keys, run manifests, saved predictors)."""
+        return stable_hash(self.to_config())
 
 
 def _freeze(value: Any) -> Any:
@@ -130,13 +111,9 @@ DEFAULT_INDICATORS: tuple[str | dict[str, Any], ...] = (
 )
 
 
-def default_spec(predictors: bool = False, tiny: bool = False) -> FeatureSpec:
+def default_spec() -> FeatureSpec:
     """The default indicator set: returns, volatility, MACD, RSI, Bollinger, ATR, EMA ratios, stochastic, volume.
 
-    ``predictors=True`` stacks the default predictors on top (an LSTM forecaster and the regime
-    classifier, out-of-fold; minutes over 64k 1h rows on two cores); with ``tiny=True`` the small
-    CPU variant that trains in seconds (tests, benchmarks, smoke checks). ``tiny`` alone changes
-    nothing.
+    Predictor columns on top of it: ``spotgym.predictors.default_frame_spec()``.
     """
-    stacking = (tiny_stacking() if tiny else default_stacking()) if predictors else None
-    return FeatureSpec(tuple(IndicatorSpec.from_config(i) for i in DEFAULT_INDICATORS), predictors=stacking)
+    return FeatureSpec(tuple(IndicatorSpec.from_config(i) for i in DEFAULT_INDICATORS))

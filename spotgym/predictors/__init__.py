@@ -1,11 +1,13 @@
-"""Predictors: models whose out-of-fold outputs become feature columns (LSTM/GRU forecaster, regime classifier).
+"""Predictors: models whose out-of-fold outputs become feature columns (LSTM/GRU forecaster, regime
+classifier), and the pipeline that builds the full frame from indicators + predictor columns.
 
-``build_features(bars, spec)`` with ``spec.predictors`` set (e.g. ``default_spec(predictors=True)``)
-appends their columns; ``oof_predictions`` is the stacker underneath, ``load_predictor`` reloads a
-saved model for live ``update``.
+    frame = build_frame(bars, default_frame_spec(tiny=True))   # indicators + out-of-fold LSTM / regime columns
 
-Names are imported on first use (PEP 562), so ``import spotgym.features`` — which needs only the
-configs — does not pay for importing torch and scikit-learn.
+``oof_predictions`` is the stacker underneath, ``load_predictor`` reloads a saved model for live
+``update``, ``apply_fitted_predictors`` applies a run's fitted models to new bars.
+
+Names are imported on first use (PEP 562), so code that needs only the configs (validating an
+experiment) does not pay for importing torch and scikit-learn.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "base": ("BasePredictor", "NotEnoughData", "Predictor", "library_versions", "load_predictor", "make_predictor"),
+    "base": ("BasePredictor", "NotEnoughData", "Predictor", "library_versions"),
+    "registry": ("load_predictor", "make_predictor"),
     "classifier": ("RegimeClassifier",),
     "config": ("LSTMConfig", "PredictorConfig", "RegimeConfig", "StackingSpec", "default_stacking",
                "predictor_config", "tiny_stacking"),
     "lstm": ("LSTMPredictor",),
     "metrics": ("format_folds", "format_summary", "summarize"),
+    "pipeline": ("FrameBuild", "FrameSpec", "apply_fitted_predictors", "build_frame", "build_frame_with_report",
+                 "default_frame_spec"),
     "stacking": ("CACHE_ENV", "StackingResult", "cache_key", "oof_predictions", "predictor_folds",
                  "resolve_cache_dir", "stacking_walk_forward"),
 }
@@ -28,6 +33,12 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "CACHE_ENV",
     "BasePredictor",
+    "FrameBuild",
+    "FrameSpec",
+    "apply_fitted_predictors",
+    "build_frame",
+    "build_frame_with_report",
+    "default_frame_spec",
     "LSTMConfig",
     "LSTMPredictor",
     "NotEnoughData",
@@ -68,14 +79,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from spotgym.predictors.base import (
-        BasePredictor,
-        NotEnoughData,
-        Predictor,
-        library_versions,
-        load_predictor,
-        make_predictor,
-    )
+    from spotgym.predictors.base import BasePredictor, NotEnoughData, Predictor, library_versions
     from spotgym.predictors.classifier import RegimeClassifier
     from spotgym.predictors.config import (
         LSTMConfig,
@@ -88,6 +92,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     )
     from spotgym.predictors.lstm import LSTMPredictor
     from spotgym.predictors.metrics import format_folds, format_summary, summarize
+    from spotgym.predictors.pipeline import (
+        FrameBuild,
+        FrameSpec,
+        apply_fitted_predictors,
+        build_frame,
+        build_frame_with_report,
+        default_frame_spec,
+    )
+    from spotgym.predictors.registry import load_predictor, make_predictor
     from spotgym.predictors.stacking import (
         CACHE_ENV,
         StackingResult,

@@ -1,23 +1,21 @@
 """The ``Predictor`` protocol and what every predictor shares: input columns, row handling,
-live streaming (``update``) and persistence with metadata (``save`` / ``load_predictor``)."""
+live streaming (``update``) and persistence with metadata (``save``; ``spotgym.predictors.registry.load_predictor``
+reads it back)."""
 
 from __future__ import annotations
 
 import json
 import platform
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
-from spotgym.features.frame import FeatureFrame
-from spotgym.predictors.config import PredictorConfig, predictor_config
-
-if TYPE_CHECKING:
-    from spotgym.features.spec import FeatureSpec
+from spotgym.core import FeatureFrame
+from spotgym.features import FeatureSpec, build_features
+from spotgym.predictors.config import PredictorConfig
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -52,23 +50,6 @@ class Predictor(Protocol):
     def update(self, bar: pd.Series | Mapping[str, Any] | pd.DataFrame) -> np.ndarray: ...
 
     def save(self, path: str | Path) -> Path: ...
-
-
-PREDICTOR_TYPES: dict[str, type[BasePredictor]] = {}
-
-
-def register(kind: str):
-    def deco(cls: type[BasePredictor]) -> type[BasePredictor]:
-        PREDICTOR_TYPES[kind] = cls
-        return cls
-    return deco
-
-
-def make_predictor(config: PredictorConfig | Mapping[str, Any], feature_spec: FeatureSpec | None = None) -> BasePredictor:
-    """An unfitted predictor for ``config`` (a config object or a mapping with ``kind``)."""
-    config = predictor_config(config)
-    _ensure_registered()
-    return PREDICTOR_TYPES[config.kind](config, feature_spec=feature_spec)
 
 
 class BasePredictor:
@@ -241,8 +222,6 @@ class BasePredictor:
         """
         if self._history is None:
             raise RuntimeError(f"{self.config.name}: call begin_stream(history) before update(bar)")
-        from spotgym.features.build import build_features  # lazy: spotgym.features imports this package
-
         row = _bar_frame(bar, self._history)
         if len(self._history) and row.index[0] <= self._history.index[-1]:
             raise ValueError(f"bar at {row.index[0]} is not after the last streamed bar {self._history.index[-1]}")
@@ -278,50 +257,6 @@ class BasePredictor:
         return folder
 
 
-def load_predictor(path: str | Path, frame: FeatureFrame | None = None,
-                   feature_spec: FeatureSpec | None = None) -> BasePredictor:
-    """A predictor saved with ``save``; with ``frame`` / ``feature_spec``, fail clearly if they do not match it.
-
-    A frame that lacks any input column the model was trained on, or a feature spec whose hash
-    differs from the one the model was fitted with, raises ``ValueError``. Library versions that
-    differ from the saving ones only warn (results may differ in the last bits).
-    """
-    folder = Path(path)
-    meta_path = folder / META_FILE
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{folder} is not a saved predictor (no {META_FILE})")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{folder}: predictor format {meta.get('format')!r}, this spotgym reads {FORMAT_VERSION}")
-    config = predictor_config(meta["config"])
-    if config.hash != meta["config_hash"]:
-        raise ValueError(f"{folder}: config hash mismatch (saved {meta['config_hash']}, rebuilt {config.hash}); "
-                         "the config schema changed since it was saved")
-    stored_spec = None
-    if meta.get("feature_spec") is not None:
-        from spotgym.features.spec import FeatureSpec
-        stored_spec = FeatureSpec.from_config(meta["feature_spec"])
-    if feature_spec is not None and stored_spec is not None and feature_spec.hash != stored_spec.hash:
-        raise ValueError(f"{folder}: the model was fitted on features of spec {stored_spec.hash}, "
-                         f"not the given spec {feature_spec.hash}")
-    predictor = make_predictor(config, feature_spec=stored_spec or feature_spec)
-    predictor.input_columns = tuple(meta["input_columns"])
-    predictor.fit_info = meta.get("fit_info", {})
-    predictor._set_fitted_state(meta["state"])
-    predictor._load_payload(folder)
-    saved, now = meta.get("versions", {}), library_versions()
-    changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
-    if changed:
-        warnings.warn(f"{folder}: saved with other library versions {changed}; predictions may differ slightly",
-                      stacklevel=2)
-    if frame is not None:
-        missing = [c for c in predictor.input_columns if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{folder}: the frame lacks input column(s) {missing} the model was trained on; "
-                             f"trained on {list(predictor.input_columns)}, frame has {list(frame.columns)}")
-    return predictor
-
-
 def library_versions() -> dict[str, str]:
     """Versions that can change a fitted model's numbers: spotgym, python, numpy, torch, scikit-learn."""
     import sklearn
@@ -330,11 +265,6 @@ def library_versions() -> dict[str, str]:
     import spotgym
     return {"spotgym": spotgym.__version__, "python": platform.python_version(), "numpy": np.__version__,
             "torch": torch.__version__, "sklearn": sklearn.__version__}
-
-
-def _ensure_registered() -> None:
-    import spotgym.predictors.classifier  # noqa: F401
-    import spotgym.predictors.lstm  # noqa: F401
 
 
 def _json_default(value: Any) -> Any:

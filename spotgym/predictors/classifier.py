@@ -17,8 +17,8 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
-from spotgym.features.frame import FeatureFrame
-from spotgym.predictors.base import BasePredictor, NotEnoughData, Rows, register
+from spotgym.core import FeatureFrame
+from spotgym.predictors.base import BasePredictor, NotEnoughData, Rows
 from spotgym.predictors.config import RegimeConfig
 from spotgym.predictors.labels import trend_labels, vol_labels
 from spotgym.predictors.metrics import classification_metrics
@@ -28,7 +28,6 @@ MIN_TRAIN_ROWS = 50
 N_CLASSES = {"trend": 3, "vol": 2}
 
 
-@register("regime")
 class RegimeClassifier(BasePredictor):
     """Class probabilities of the future market state (see ``RegimeConfig``), one model per target.
 

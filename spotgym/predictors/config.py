@@ -1,16 +1,12 @@
-"""Predictor configurations: frozen dataclasses that validate on construction and round-trip to plain dicts.
-
-This module imports nothing else from spotgym, so ``spotgym.features.spec`` can embed a
-``StackingSpec`` without an import cycle.
-"""
+"""Predictor configurations: frozen dataclasses that validate on construction and round-trip to plain dicts."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
+
+from spotgym.core import checks, stable_hash
 
 DEVICES = ("auto", "cpu", "cuda")
 CELLS = ("lstm", "gru")
@@ -18,46 +14,18 @@ LSTM_TARGETS = ("return", "direction")
 REGIME_TARGETS = ("trend", "vol")
 
 
-def _fail(owner: str, field: str, message: str, value: Any) -> None:
-    raise ValueError(f"{owner}.{field} {message}, got {value!r}")
+_fail = checks.fail
+_names = checks.names
 
 
-def _check_int(owner: str, field: str, value: Any, low: int, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(owner, field, f"must be an int >= {low}" + (" or None" if allow_none else ""), value)
+def _set_int(obj: Any, owner: str, field: str, low: int, allow_none: bool = False) -> None:
+    """Validate an int field (a whole float such as YAML's ``8.0`` becomes ``8``)."""
+    object.__setattr__(obj, field, checks.integer(owner, field, getattr(obj, field), low, allow_none=allow_none))
 
 
 def _check_float(owner: str, field: str, value: Any, low: float, high: float | None = None,
                  low_open: bool = False, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    ok = not isinstance(value, bool) and isinstance(value, int | float)
-    if ok:
-        ok = value > low if low_open else value >= low
-        if high is not None:
-            ok = ok and value < high
-    if not ok:
-        rng = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
-        _fail(owner, field, f"must be a number {rng}" + (" or None" if allow_none else ""), value)
-
-
-def _names(owner: str, field: str, value: Any, allowed: tuple[str, ...] | None = None,
-           allow_none: bool = False) -> tuple[str, ...] | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, str) or not isinstance(value, list | tuple) or not value or \
-            not all(isinstance(v, str) and v for v in value):
-        _fail(owner, field, "must be a non-empty list of names" + (" or None" if allow_none else ""), value)
-    out = tuple(value)
-    if len(set(out)) != len(out):
-        _fail(owner, field, "must not repeat a name", value)
-    if allowed is not None:
-        bad = [v for v in out if v not in allowed]
-        if bad:
-            _fail(owner, field, f"has unknown name(s) {bad}; known: {list(allowed)}", value)
-    return out
+    checks.number(owner, field, value, low, high, low_open=low_open, high_open=True, allow_none=allow_none)
 
 
 class _ConfigMixin:
@@ -84,8 +52,7 @@ class _ConfigMixin:
     @property
     def hash(self) -> str:
         """Stable short hash of the configuration (saved with a model, part of cache keys)."""
-        blob = json.dumps(self.to_config(), sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return stable_hash(self.to_config())
 
 
 @dataclass(frozen=True)
@@ -140,8 +107,8 @@ class LSTMConfig(_ConfigMixin):
             _fail(o, "device", f"must be one of {DEVICES}", self.device)
         for name, low in (("window", 1), ("horizon", 1), ("hidden", 1), ("layers", 1), ("epochs", 1),
                           ("patience", 1), ("batch_size", 1), ("seed", 0), ("threads", 1)):
-            _check_int(o, name, getattr(self, name), low)
-        _check_int(o, "max_train_windows", self.max_train_windows, 1, allow_none=True)
+            _set_int(self, o, name, low)
+        _set_int(self, o, "max_train_windows", 1, allow_none=True)
         _check_float(o, "flat_threshold", self.flat_threshold, 0.0, allow_none=True)
         _check_float(o, "flat_quantile", self.flat_quantile, 0.0, 1.0, low_open=True)
         _check_float(o, "dropout", self.dropout, 0.0, 1.0)
@@ -196,7 +163,7 @@ class RegimeConfig(_ConfigMixin):
         object.__setattr__(self, "targets", _names(o, "targets", self.targets, REGIME_TARGETS))
         for name, low in (("horizon", 1), ("vol_window", 2), ("max_iter", 1), ("max_leaf_nodes", 2),
                           ("min_samples_leaf", 1), ("n_iter_no_change", 1), ("seed", 0), ("threads", 1)):
-            _check_int(o, name, getattr(self, name), low)
+            _set_int(self, o, name, low)
         _check_float(o, "trend_k", self.trend_k, 0.0)
         _check_float(o, "learning_rate", self.learning_rate, 0.0, low_open=True)
         _check_float(o, "l2_regularization", self.l2_regularization, 0.0)
@@ -267,9 +234,9 @@ class StackingSpec:
         if len(set(outputs)) != len(outputs):
             _fail(o, "models", "produce duplicate output columns", outputs)
         for name, low in (("refit_every", 1), ("min_train", 1), ("val_size", 0), ("embargo", 0)):
-            _check_int(o, name, getattr(self, name), low)
-        _check_int(o, "purge", self.purge, 0, allow_none=True)
-        _check_int(o, "max_train_rows", self.max_train_rows, 1, allow_none=True)
+            _set_int(self, o, name, low)
+        _set_int(self, o, "purge", 0, allow_none=True)
+        _set_int(self, o, "max_train_rows", 1, allow_none=True)
         if self.purge is not None and self.purge < self.horizon:
             _fail(o, "purge", f"must be >= the longest label horizon ({self.horizon} bars) or None, "
                   "else training labels reach into the block they predict", self.purge)
@@ -291,14 +258,14 @@ class StackingSpec:
     def from_config(cls, config: Mapping[str, Any]) -> StackingSpec:
         """From ``{"models": [{"kind": "lstm", ...}, {"kind": "regime"}], "refit_every": 2000, ...}``."""
         if not isinstance(config, Mapping):
-            raise ValueError(f"features.predictors must be a mapping, got {config!r}")
+            raise ValueError(f"predictors must be a mapping, got {config!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown predictors key(s) {unknown}; known: {sorted(known)}")
         models = config.get("models")
         if not isinstance(models, list | tuple) or not models:
-            raise ValueError("features.predictors.models must be a non-empty list of predictor mappings")
+            raise ValueError("predictors.models must be a non-empty list of predictor mappings")
         kwargs = {k: v for k, v in config.items() if k != "models"}
         return cls(tuple(predictor_config(m) for m in models), **kwargs)
 

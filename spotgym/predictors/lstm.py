@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from spotgym.features.frame import FeatureFrame
-from spotgym.predictors.base import BasePredictor, NotEnoughData, Rows, register
+from spotgym.core import FeatureFrame
+from spotgym.predictors.base import BasePredictor, NotEnoughData, Rows
 from spotgym.predictors.config import LSTMConfig
 from spotgym.predictors.labels import backward_log_return, direction_labels, forward_log_return
 from spotgym.predictors.metrics import classification_metrics, forecast_metrics
@@ -73,7 +73,6 @@ class RecurrentNet(nn.Module):
         return self.head(self.drop(out[:, -1]))
 
 
-@register("lstm")
 class LSTMPredictor(BasePredictor):
     """Forecasts from the last ``window`` rows of feature columns (see ``LSTMConfig``).
 

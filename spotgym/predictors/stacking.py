@@ -16,7 +16,6 @@ run with the same data and spec loads instead of training.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,20 +23,19 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from spotgym.core import FeatureFrame, array_digest, stable_hash
 from spotgym.data.cache import default_data_dir
 from spotgym.data.splits import Fold, WalkForward
-from spotgym.features.frame import FeatureFrame
-from spotgym.predictors.base import BasePredictor, NotEnoughData, library_versions, load_predictor, make_predictor
+from spotgym.features import FeatureSpec
+from spotgym.predictors.base import BasePredictor, NotEnoughData, library_versions
 from spotgym.predictors.config import StackingSpec
 from spotgym.predictors.metrics import format_folds, format_summary, summarize
-
-if TYPE_CHECKING:
-    from spotgym.features.spec import FeatureSpec
+from spotgym.predictors.registry import load_predictor, make_predictor
 
 logger = logging.getLogger("spotgym.predictors")
 
@@ -196,21 +194,15 @@ def resolve_cache_dir(cache: str | os.PathLike | bool | None) -> Path | None:
 
 def frame_fingerprint(frame: FeatureFrame) -> str:
     """sha256 of the frame's timestamps, OHLCV, synthetic flags, feature values and column names."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(frame.timestamps_ms).tobytes())
-    for name in ("open", "high", "low", "close", "volume"):
-        h.update(getattr(frame, name).tobytes())
-    h.update(frame.synthetic.tobytes())
-    h.update(frame.values.tobytes())
-    h.update(json.dumps(list(frame.columns)).encode())
-    return h.hexdigest()
+    arrays = [frame.timestamps_ms, frame.open, frame.high, frame.low, frame.close, frame.volume, frame.synthetic,
+              frame.values]
+    return array_digest(arrays, extra=list(frame.columns))
 
 
 def cache_key(frame: FeatureFrame, spec: StackingSpec) -> str:
     """Cache entry name: frame content + stacking config + library versions (which change the numbers)."""
-    blob = json.dumps({"frame": frame_fingerprint(frame), "spec": spec.to_config(), "versions": library_versions(),
-                       "format": CACHE_FORMAT}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return stable_hash({"frame": frame_fingerprint(frame), "spec": spec.to_config(), "versions": library_versions(),
+                        "format": CACHE_FORMAT}, length=32)
 
 
 def _write_cache(entry: Path, result: StackingResult) -> None:

@@ -1,16 +1,13 @@
-"""The replay exchange: a local Binance-shaped server over historical bars, for ccxt clients."""
+"""The replay exchange: a local Binance-shaped server over historical bars, for ccxt clients.
 
-from spotgym.sim.server import (
-    BINANCE_INTERVALS,
-    BarSeries,
-    BinanceError,
-    Faults,
-    RecordedRequest,
-    ReplayExchange,
-    SymbolRules,
-    create_app,
-    serve_in_thread,
-)
+``state`` (symbols, rules, bar series, clock), ``faults`` (scripted failures), ``errors`` (Binance's error
+replies), ``rest`` (the routes), ``app`` (``create_app``, ``serve_in_thread``).
+"""
+
+from spotgym.sim.app import RecordedRequest, create_app, serve_in_thread
+from spotgym.sim.errors import BinanceError
+from spotgym.sim.faults import Faults
+from spotgym.sim.state import BINANCE_INTERVALS, BarSeries, ReplayExchange
 
 __all__ = [
     "BINANCE_INTERVALS",
@@ -19,7 +16,6 @@ __all__ = [
     "Faults",
     "RecordedRequest",
     "ReplayExchange",
-    "SymbolRules",
     "create_app",
     "serve_in_thread",
 ]

@@ -58,8 +58,9 @@ def test_bars_per_year_is_24_7():
 
 
 def test_hand_computed_tiny_curve():
-    # equity 100 -> 110 -> 99 -> 121; with periods_per_year=3 the 3 bars are exactly one year.
-    m = compute_metrics(_hourly([100, 110, 99, 121]), periods_per_year=3)
+    # equity 100 -> 110 -> 99 -> 121 on bars 365/3 days apart: periods_per_year=3 and the 3 bars span one year
+    stamps = pd.Timestamp("2023-01-01", tz="UTC") + pd.to_timedelta([0, 1, 2, 3], unit="D") * (365 / 3)
+    m = compute_metrics(pd.Series([100.0, 110, 99, 121], index=stamps), periods_per_year=3)
     # returns r = [0.1, -0.1, 121/99 - 1 = 2/9]; mean = (2/9)/3 = 2/27
     r = np.array([0.1, -0.1, 2 / 9])
     assert m["total_return"] == pytest.approx(0.21)  # 121 / 100 - 1
@@ -73,11 +74,28 @@ def test_hand_computed_tiny_curve():
     assert m["sharpe"] == pytest.approx(2 / 27 / std * math.sqrt(3))
     # downside deviation: sqrt(mean([0, 0.01, 0])) = sqrt(0.01 / 3)
     assert m["sortino"] == pytest.approx(2 / 27 / math.sqrt(0.01 / 3) * math.sqrt(3))
-    # under water from the peak at bar 1 until the new high at bar 3: 2 bars = 2 hours
+    # under water from the peak at bar 1 until the new high at bar 3: 2 bars = 2 * 365 / 3 days
     assert m["max_drawdown_duration"] == 2
-    assert m["max_drawdown_duration_days"] == pytest.approx(2 / 24)
+    assert m["max_drawdown_duration_days"] == pytest.approx(2 * 365 / 3)
     assert (m["n_bars"], m["final_equity"], m["initial_equity"]) == (3, 121.0, 100.0)
-    assert (m["start"], m["end"]) == ("2024-01-01T00:00:00+00:00", "2024-01-01T03:00:00+00:00")
+    assert (m["start"], m["end"]) == ("2023-01-01T00:00:00+00:00", "2024-01-01T00:00:00+00:00")
+
+
+def test_cagr_is_on_calendar_time_so_gaps_do_not_inflate_it():
+    """Two hourly curves with the same 10 returns; the second has a 30-day exchange halt in the middle. Counting
+    bars would call both 10 hours long; on the calendar the second spans 30 days + 10 hours."""
+    values = [100.0 * 1.001 ** k for k in range(11)]
+    plain = _hourly(values)
+    halted = pd.Series(values, index=plain.index.where(plain.index < plain.index[5], plain.index + pd.Timedelta(days=30)))
+    growth = values[-1] / values[0]
+    a = compute_metrics(plain, periods_per_year=8760)
+    b = compute_metrics(halted, periods_per_year=8760)
+    assert a["cagr"] == pytest.approx(growth ** (8760 / 10) - 1, rel=1e-9)
+    assert b["cagr"] == pytest.approx(growth ** (365 * 24 / (30 * 24 + 10)) - 1, rel=1e-9)
+    assert b["cagr"] < a["cagr"] / 100
+    # per-bar statistics stay per bar: the same returns give the same Sharpe
+    assert a["sharpe"] == b["sharpe"] and a["n_bars"] == b["n_bars"] == 10
+    assert b["turnover_annual"] == 0.0
 
 
 def test_periods_per_year_inferred_from_index():
@@ -112,7 +130,7 @@ def test_random_walk_matches_independent_reference():
     m = compute_metrics(eq, periods_per_year=ppy)
     r = eq.pct_change().dropna()
     dd = 1 - eq / eq.cummax()
-    years = (len(eq) - 1) / ppy
+    years = (len(eq) - 1) / ppy  # gap-free hourly bars: calendar years = bars / 8760
     cagr = (eq.iloc[-1] / eq.iloc[0]) ** (1 / years) - 1
     expected = {
         "total_return": eq.iloc[-1] / eq.iloc[0] - 1,

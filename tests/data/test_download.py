@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 
 from spotgym.data.download import DownloadError, DownloadResult, download_ohlcv, to_ms
-from spotgym.exchange import make_exchange
 from spotgym.sim import create_app, serve_in_thread
+from spotgym.venue import make_exchange
 
 HOUR = 3_600_000
 ROWS = 2400  # 2017-08-17 .. 2017-11-25, holds the 6-bar gap of 2017-09-06

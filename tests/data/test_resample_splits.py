@@ -43,12 +43,14 @@ def test_resample_rejects_finer_or_non_multiple(eth_1h_path):
 def test_walk_forward_boundaries_purge_and_embargo():
     folds = WalkForward(n_folds=3, val_size=100, test_size=200, purge=5, embargo=2).split(2000)
     assert [(f.train, f.val, f.test) for f in folds] == [
-        (range(0, 1058), range(1065, 1165), range(1172, 1372)),
-        (range(0, 1372), range(1379, 1479), range(1486, 1686)),
+        (range(0, 1286), range(1293, 1393), range(1400, 1600)),
+        (range(0, 1486), range(1493, 1593), range(1600, 1800)),
         (range(0, 1686), range(1693, 1793), range(1800, 2000)),
     ]
-    for f in folds:  # chronological, disjoint, separated by purge + embargo
+    for f in folds:  # inside a fold: chronological, disjoint, separated by purge + embargo
         assert f.train.stop + 7 == f.val.start and f.val.stop + 7 == f.test.start
+    # the test blocks tile the out-of-sample span [1400, 2000): every row is tested once, by one fold
+    assert [r for f in folds for r in f.test] == list(range(1400, 2000))
 
 
 def test_walk_forward_rolling_window_inside_an_outer_span():
@@ -63,8 +65,9 @@ def test_walk_forward_default_sizes_cover_the_tail():
     assert folds[-1].test.stop == 1000
     assert all(len(f.test) == len(folds[0].test) for f in folds)
     assert folds[0].train.stop >= 250  # min_train = 25 %
+    assert len(folds[0].test) == (1000 - 250 - 3) // 4  # after min_train and the first fold's purge
     for a, b in zip(folds, folds[1:]):
-        assert a.test.stop + 3 == b.test.start and b.train.stop == a.test.stop
+        assert a.test.stop == b.test.start and b.train.stop + 3 == b.test.start
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -78,7 +81,7 @@ def test_walk_forward_bad_config(kwargs, message):
 
 def test_walk_forward_too_few_rows():
     with pytest.raises(ValueError, match="too few"):
-        WalkForward(n_folds=10, val_size=50, purge=10).split(300)
+        WalkForward(n_folds=10, val_size=50, purge=10).split(100)
 
 
 def test_walk_forward_anchored_refits_do_not_depend_on_the_future():

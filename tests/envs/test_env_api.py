@@ -142,7 +142,7 @@ def test_episodes_start_on_valid_windows_and_stay_in_the_fold(eth_1h_frame):
         assert env.reset(seed=seed)[1]["row"] in set(env.engine.starts.tolist())
 
 
-def test_invalid_rows_inside_the_data_split_episodes(make_frame):
+def test_invalid_rows_split_training_episodes_but_not_the_sequential_pass(make_frame):
     valid = np.ones(40, bool)
     valid[20] = False
     frame = make_frame(np.full(40, 100.0), np.full(40, 100.0), valid=valid)
@@ -151,7 +151,8 @@ def test_invalid_rows_inside_the_data_split_episodes(make_frame):
         assert not (s - 3 <= 20 <= s + 5)
     seq = TradingEnv(frame, EnvConfig(window=4))
     _, info = seq.reset()
-    assert info["row"] == 3 and seq.engine.seq_end == 19
+    # the pass runs to the end of the data, through the masked rows (see test_masked_rows.py)
+    assert info["row"] == 3 and seq.engine.seq_end == 39
     with pytest.raises(ValueError, match="episode_length"):
         TradingEnv(frame, EnvConfig(window=4, episode_length=30))
 
@@ -322,6 +323,7 @@ def test_live_seam_fill_then_advance_equals_step(eth_small_frame):
             seam.apply_fill(qty, price, fee)
         o2, r2, te2, tr2, i2 = seam.advance()
         np.testing.assert_array_equal(o1, o2)
+        assert i2.pop("decidable") is True  # every row of this real slice can carry a decision
         assert (r1, te1, tr1, i1) == (r2, te2, tr2, i2)
     assert tr1
 

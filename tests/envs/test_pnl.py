@@ -7,16 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from spotgym.envs import EnvConfig, ExchangeFilters, TradingEnv
+from spotgym.envs import EnvConfig, TradingEnv
+from spotgym.venue import TradingRules
 
 F = 0.001  # Binance spot taker fee
 NO_FILTERS = dict(filters=None, slippage_bps=0.0)
 
 
-def flt(**rules) -> ExchangeFilters:
+def flt(**rules) -> TradingRules:
     base = dict(tick_size=0.0, step_size=0.0, min_qty=0.0, min_notional=0.0)
     base.update(rules)
-    return ExchangeFilters(**base)
+    return TradingRules(**base)
 
 
 def env_for(make_frame, open_, close, volume=None, **cfg) -> TradingEnv:

@@ -12,16 +12,24 @@ import math
 import numpy as np
 import pytest
 
-from spotgym.envs import EnvConfig, ExchangeFilters, TradingEnv, VecTradingEnv
+from spotgym.envs import EnvConfig, TradingEnv, VecTradingEnv
+
+# Binance's ETH/USDT spot rules, written out here (not read from spotgym) so the reference stays independent
+ETH_USDT_RULES = {"tick_size": 0.01, "step_size": 0.0001, "min_qty": 0.0001, "min_notional": 5.0}
 
 
 class ReferenceAccount:
-    """Plain-Python spot account following the rules in EnvConfig / ExchangeFilters docs."""
+    """Plain-Python spot account following the rules in the EnvConfig / TradingRules docs."""
 
     def __init__(self, cfg: EnvConfig):
         self.cfg = cfg
-        f = cfg.filters or ExchangeFilters.off()
-        self.tick, self.step, self.min_qty, self.min_notional = f.tick_size, f.step_size, f.min_qty, f.min_notional
+        if cfg.filters == "venue":  # the frame is ETH/USDT: the venue's rules are Binance's
+            rules = ETH_USDT_RULES
+        elif cfg.filters is None:
+            rules = dict.fromkeys(ETH_USDT_RULES, 0.0)
+        else:
+            rules = {k: getattr(cfg.filters, k) for k in ETH_USDT_RULES}
+        self.tick, self.step, self.min_qty, self.min_notional = (rules[k] for k in ETH_USDT_RULES)
         self.cash = cfg.initial_cash
         self.units = 0.0
         self.fees = 0.0

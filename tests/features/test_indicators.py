@@ -81,8 +81,17 @@ def test_stochastic_and_volume_are_bounded_or_scaled(eth_1h_path):
     bars = load_bars(eth_1h_path).iloc[:2000]
     k, d = INDICATORS["stoch"](bars, window=14, smooth=3)
     assert np.nanmin(k.values) >= -1 - 1e-12 and np.nanmax(k.values) <= 1 + 1e-12
-    ref = ta.momentum.StochasticOscillator(bars["high"], bars["low"], bars["close"], 14, 3).stoch()
-    np.testing.assert_allclose(k.values.to_numpy()[13:], (ref.to_numpy()[13:] - 50) / 50, rtol=1e-12)
+    # by hand, the definition: %K = 100 (close - lowest low) / (highest high - lowest low) over 14 bars,
+    # rescaled to [-1, 1] as (%K - 50) / 50; %D is its 3-bar mean
+    hi, lo, cl = (bars[c].to_numpy() for c in ("high", "low", "close"))
+    hand_k = np.array([100 * (cl[t] - lo[t - 13:t + 1].min()) / (hi[t - 13:t + 1].max() - lo[t - 13:t + 1].min())
+                       for t in range(13, len(bars))])
+    np.testing.assert_allclose(k.values.to_numpy()[13:], (hand_k - 50) / 50, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(d.values.to_numpy()[15:], (np.convolve(hand_k, np.ones(3) / 3, "valid") - 50) / 50,
+                               rtol=1e-10, atol=1e-12)
+    # one value worked out on paper from the first 14 bars of the file (2017-08-17 04:00 .. 17:00 UTC):
+    # highest high 312.18, lowest low 298.00, close 308.33 -> %K = 100 * 10.33 / 14.18 = 72.8491 -> 0.456982
+    assert k.values.iloc[13] == pytest.approx(0.4569817, abs=1e-6)
     assert d.warmup == 15 and np.isnan(d.values.to_numpy()[:15]).all()
     vz = INDICATORS["volume_z"](bars, window=96)[0].values.to_numpy()
     assert np.isnan(vz[:95]).all() and np.isfinite(vz[95:]).all()

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from spotgym.data import load_bars
-from spotgym.features import (
-    LookaheadError,
-    assert_no_lookahead,
-    build_features,
-    build_features_with_report,
-    default_spec,
+from spotgym.features import LookaheadError, assert_no_lookahead, build_features
+from spotgym.predictors import (
+    build_frame,
+    build_frame_with_report,
+    default_frame_spec,
+    make_predictor,
+    predictor_folds,
+    tiny_stacking,
 )
-from spotgym.predictors import make_predictor, predictor_folds, tiny_stacking
+from spotgym.predictors.metrics import verdicts
 
-SPEC = default_spec(predictors=True, tiny=True)
+SPEC = default_frame_spec(tiny=True)
 OOF_COLUMNS = list(SPEC.predictors.output_columns)
 
 
@@ -33,12 +37,12 @@ def bars(eth_1h_path):
 
 @pytest.fixture(scope="module")
 def built(bars):
-    return build_features_with_report(bars, SPEC, cache=False)
+    return build_frame_with_report(bars, SPEC, cache=False)
 
 
 def test_oof_columns_pass_the_lookahead_checker(bars):
     # cuts: before the first block, inside blocks 0 and 1, in the last (partial) block
-    compute = lambda b: build_features(b, SPEC, cache=False)  # noqa: E731
+    compute = lambda b: build_frame(b, SPEC, cache=False)  # noqa: E731
     assert assert_no_lookahead(compute, bars, cuts=[1500, 1750, 2400, 2950]) == [1500, 1750, 2400, 2950]
 
 
@@ -100,13 +104,31 @@ def test_fold_metrics_are_reported_against_baselines(built):
     assert folds[2]["n_eval"] == 78 - 1 and folds[5]["n_eval"] == 78 - 12
     report = built.predictions.report()
     assert "lstm fold 0" in report and "regime fold 2" in report
-    assert "ret_mae=" in report and ("edge" in report)
     summary = built.predictions.summary()
     assert summary["lstm"]["folds"] == 3 and summary["regime"]["n_eval"] > 1200
+    # every verdict in the report agrees with its numbers: an error lower than the baseline's is an edge
+    pairs = re.findall(r"(\w+_mae)=([\d.e+-]+) vs (\w+)=([\d.e+-]+): (edge|no edge)", report)
+    assert {p[0] for p in pairs} == {"ret_mae"} and len(pairs) == 2  # vs the zero and the persistence forecast
+    for _, value, _, ref, verdict in pairs:
+        assert verdict == ("edge" if float(value) < float(ref) else "no edge")
+
+
+def test_verdicts_on_hand_made_numbers():
+    """Errors: lower than the baseline is an edge. Accuracies: higher by >= 2 binomial standard errors of the
+    baseline is an edge, higher by less is noise: 0.55 vs 0.50 is z = 0.05 / sqrt(0.25 / n)."""
+    lines = verdicts({"n_eval": 10_000.0, "ret_mae": 0.010, "ret_mae_zero": 0.012, "ret_mae_persistence": 0.009,
+                      "ret_dir_acc": 0.55, "ret_dir_acc_majority": 0.50})
+    assert "ret_mae=0.01 vs ret_mae_zero=0.012: edge" in lines
+    assert "ret_mae=0.01 vs ret_mae_persistence=0.009: no edge" in lines
+    assert "ret_dir_acc=0.55 vs ret_dir_acc_majority=0.5: edge (z=+10.0)" in lines
+    few = verdicts({"n_eval": 100.0, "ret_dir_acc": 0.55, "ret_dir_acc_majority": 0.50})
+    assert few == ["ret_dir_acc=0.55 vs ret_dir_acc_majority=0.5: within noise (z=+1.0)"]
+    worse = verdicts({"n_eval": 100.0, "ret_dir_acc": 0.45, "ret_dir_acc_majority": 0.50})
+    assert worse == ["ret_dir_acc=0.45 vs ret_dir_acc_majority=0.5: no edge (z=-1.0)"]
 
 
 
 def test_too_little_data_gives_marked_rows_not_an_error(bars):
-    frame = build_features(bars.iloc[:1500], SPEC, cache=False)  # the first block would start at row 1722
+    frame = build_frame(bars.iloc[:1500], SPEC, cache=False)  # the first block would start at row 1722
     assert frame.columns[-len(OOF_COLUMNS):] == tuple(OOF_COLUMNS)
     assert np.isnan(frame.values[:, -len(OOF_COLUMNS):]).all() and not frame.valid.any()

@@ -1,4 +1,4 @@
-"""Predictors named by the FeatureSpec: config round trip, validation, and the on-disk result cache."""
+"""Predictors named by the FrameSpec: config round trip, validation, and the on-disk result cache."""
 
 from __future__ import annotations
 
@@ -7,18 +7,22 @@ import pytest
 import torch
 
 from spotgym.data import load_bars
-from spotgym.features import FeatureSpec, build_features, build_features_with_report, default_spec
+from spotgym.features import FeatureSpec, build_features, default_spec
 from spotgym.predictors import (
     CACHE_ENV,
+    FrameSpec,
     LSTMConfig,
     RegimeConfig,
     StackingSpec,
+    build_frame,
+    build_frame_with_report,
+    default_frame_spec,
     predictor_config,
     resolve_cache_dir,
     tiny_stacking,
 )
 
-TINY = default_spec(predictors=True, tiny=True)
+TINY = default_frame_spec(tiny=True)
 
 
 @pytest.fixture(autouse=True)
@@ -32,25 +36,32 @@ def bars(eth_1h_path):
 
 
 def test_spec_round_trip_and_hash():
-    for spec in (TINY, default_spec(predictors=True)):
-        again = FeatureSpec.from_config(spec.to_config())
+    for spec in (TINY, default_frame_spec()):
+        config = spec.to_config()
+        predictors = config.pop("predictors")
+        again = FrameSpec.from_config(config, predictors)
         assert again == spec and again.hash == spec.hash
-    assert default_spec(tiny=True) == default_spec() and "predictors" not in default_spec().to_config()
-    assert len({default_spec().hash, TINY.hash, default_spec(predictors=True).hash}) == 3
-    assert TINY.indicator_spec == default_spec()
+    assert "predictors" not in default_spec().to_config() and FrameSpec().predictors is None
+    # the indicator half hashes as before (saved predictors compare it); the whole spec hashes differently
+    assert FrameSpec().hash == default_spec().hash
+    assert len({default_spec().hash, TINY.hash, default_frame_spec().hash}) == 3
+    assert TINY.features == default_spec()
     config = TINY.to_config()
-    config["predictors"]["models"][0]["hidden"] = 9
-    assert FeatureSpec.from_config(config).hash != TINY.hash
+    predictors = config.pop("predictors")
+    predictors["models"][0]["hidden"] = 9
+    assert FrameSpec.from_config(config, predictors).hash != TINY.hash
     gru = predictor_config({"kind": "gru", "hidden": 4})
     assert gru.cell == "gru" and gru.name == "gru" and gru.output_columns[0] == "gru_ret_h1"
-    assert default_spec(predictors=True).predictors.models[0].device == "auto"
+    assert default_frame_spec().predictors.models[0].device == "auto"
+    with pytest.raises(TypeError, match="build_frame"):
+        build_features(None, TINY)  # the indicators-only function refuses a spec with predictors
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda: LSTMConfig(cell="rnn"), "LSTMConfig.cell"),
     (lambda: LSTMConfig(targets=("return", "volatility")), r"LSTMConfig.targets has unknown name\(s\) \['volatility'\]"),
     (lambda: LSTMConfig(device="tpu"), "LSTMConfig.device"),
-    (lambda: LSTMConfig(window=0), "LSTMConfig.window must be an int >= 1"),
+    (lambda: LSTMConfig(window=0), "LSTMConfig.window must be an integer >= 1"),
     (lambda: RegimeConfig(horizon=0), "RegimeConfig.horizon"),
     (lambda: RegimeConfig(targets=()), "RegimeConfig.targets"),
     (lambda: StackingSpec((RegimeConfig(horizon=24),), purge=10), "purge must be >= the longest label horizon"),
@@ -59,7 +70,8 @@ def test_spec_round_trip_and_hash():
     (lambda: predictor_config({"kind": "transformer"}), "unknown predictor kind 'transformer'"),
     (lambda: predictor_config({"kind": "lstm", "hiden": 3}), r"unknown lstm predictor key\(s\) \['hiden'\]"),
     (lambda: StackingSpec.from_config({"models": [{"kind": "regime"}], "refit": 5}), r"unknown predictors key"),
-    (lambda: FeatureSpec.from_config({"indicators": ["rsi"], "predictors": {"models": []}}), "models"),
+    (lambda: FrameSpec.from_config({"indicators": ["rsi"]}, {"models": []}), "models"),
+    (lambda: FeatureSpec.from_config({"indicators": ["rsi"], "predictors": {"models": []}}), "unknown feature key"),
 ])
 def test_config_validation_names_the_field(make, message):
     with pytest.raises(ValueError, match=message):
@@ -67,14 +79,14 @@ def test_config_validation_names_the_field(make, message):
 
 
 def test_missing_input_column_is_a_clear_error(bars):
-    spec = FeatureSpec(TINY.indicators, predictors=StackingSpec((RegimeConfig(inputs=("rsi_14", "rsi_99")),)))
+    spec = FrameSpec(TINY.features, StackingSpec((RegimeConfig(inputs=("rsi_14", "rsi_99")),)))
     with pytest.raises(ValueError, match=r"lacks input column\(s\) \['rsi_99'\]"):
-        build_features(bars, spec, cache=False)
+        build_frame(bars, spec, cache=False)
 
 
 def test_second_run_loads_from_the_disk_cache(bars, tmp_path, monkeypatch):
-    first = build_features_with_report(bars, TINY, cache=tmp_path)
-    second = build_features_with_report(bars, TINY, cache=tmp_path)
+    first = build_frame_with_report(bars, TINY, cache=tmp_path)
+    second = build_frame_with_report(bars, TINY, cache=tmp_path)
     assert not first.predictions.cached and second.predictions.cached
     assert second.predictions.cache_path == first.predictions.cache_path
     assert first.predictions.cache_path.parent == tmp_path
@@ -86,16 +98,16 @@ def test_second_run_loads_from_the_disk_cache(bars, tmp_path, monkeypatch):
     for name, model in second.predictions.models.items():
         np.testing.assert_array_equal(model.predict(first.frame), first.predictions.models[name].predict(first.frame))
     # other data or another spec: another entry
-    build_features(bars.iloc[:-1], TINY, cache=tmp_path)
-    other = FeatureSpec(TINY.indicators, predictors=StackingSpec(tiny_stacking().models, refit_every=500,
-                                                                 min_train=800, val_size=200))
-    build_features(bars, other, cache=tmp_path)
+    build_frame(bars.iloc[:-1], TINY, cache=tmp_path)
+    other = FrameSpec(TINY.features, StackingSpec(tiny_stacking().models, refit_every=500, min_train=800,
+                                                  val_size=200))
+    build_frame(bars, other, cache=tmp_path)
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3
     # the default location follows the environment; "0" turns caching off
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
     assert resolve_cache_dir(None) == tmp_path / "env"
     monkeypatch.setenv(CACHE_ENV, "0")
-    assert resolve_cache_dir(None) is None and build_features_with_report(bars, TINY).predictions.cache_path is None
+    assert resolve_cache_dir(None) is None and build_frame_with_report(bars, TINY).predictions.cache_path is None
     monkeypatch.delenv(CACHE_ENV)
     monkeypatch.setenv("SPOTGYM_CACHE", str(tmp_path / "root"))
     assert resolve_cache_dir(None) == tmp_path / "root" / "predictions"

@@ -1,0 +1,115 @@
+"""``spotgym backtest RUN_DIR``: the trained policy and the baselines over one split, one pass each, through the
+same env; writes metrics.json, trades.csv, equity.csv and report.html."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from spotgym.agents import baseline_targets, load_model, model_actor
+from spotgym.backtest import run_baselines, run_policy, summary_table, write_metrics_json, write_report
+from spotgym.data import load_bars
+from spotgym.envs import FROM_VENUE, decision_rows
+from spotgym.predictors import apply_fitted_predictors
+from spotgym.venue import TradingRules
+from spotgym.workflows.errors import ExperimentError
+from spotgym.workflows.experiment import Experiment, load_experiment
+from spotgym.workflows.prepare import Prepared, prepare, resolve_rules
+
+__all__ = ["SPLITS", "backtest", "frame_with_fitted_predictors", "rows_between"]
+
+log = logging.getLogger(__name__)
+SPLITS = ("val", "test")
+
+
+def rows_between(frame, first: str, last: str) -> range:
+    """Rows of ``frame`` from bar time ``first`` to ``last`` inclusive."""
+    index = frame.index
+    start = int(index.searchsorted(pd.Timestamp(first)))
+    stop = int(index.searchsorted(pd.Timestamp(last), side="right"))
+    if stop - start < 2:
+        raise ValueError(f"the data hold no bars between {first} and {last}")
+    return range(start, stop)
+
+
+def frame_with_fitted_predictors(run_dir: Path, exp: Experiment, bars: pd.DataFrame, manifest: dict[str, Any]):
+    """The frame of new bars: indicators rebuilt causally, predictor columns from the run's fitted models
+    (``RUN_DIR/predictors``; no refitting on the new data)."""
+    spec = exp.frame_spec()
+    if spec.predictors is not None:
+        trained_until = pd.Timestamp(manifest["data"]["last"])
+        if bars.index[0] <= trained_until:
+            log.warning("the new data start at %s, before the end of the run's data (%s): the predictors were "
+                        "fitted on some of these bars, so their columns are in-sample there", bars.index[0],
+                        trained_until)
+    return apply_fitted_predictors(bars, spec, run_dir / "predictors")
+
+
+def _run_rules(manifest: dict[str, Any], prepared: Prepared | None, exp: Experiment) -> TradingRules:
+    """The trading rules the run trained under (recorded in its manifest), so a backtest applies the same."""
+    recorded = (manifest.get("venue") or {}).get("rules")
+    if recorded is not None:
+        return TradingRules.from_mapping(recorded)
+    if prepared is not None:
+        return prepared.rules
+    return resolve_rules(exp)[0]
+
+
+def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
+             out: str | Path | None = None) -> Path:
+    """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``."""
+    run_dir = Path(run_dir)
+    if split not in SPLITS:
+        raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir}/config.yaml not found: not a spotgym run directory")
+    exp = load_experiment(run_dir / "config.yaml")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    prepared = None
+    if data is None:
+        prepared = prepare(exp)
+        frame, bars = prepared.frame, prepared.bars
+        split_info = manifest["split"][split]
+        rows = rows_between(frame, split_info["first"], split_info["last"])
+        label = split
+    else:
+        bars = load_bars(data, exp.data.gap_policy, symbol=exp.data.symbol)
+        if bars.attrs["timeframe"] != exp.data.timeframe:
+            raise ValueError(f"{data} holds {bars.attrs['timeframe']} bars; the run was trained on {exp.data.timeframe}")
+        frame = frame_with_fitted_predictors(run_dir, exp, bars, manifest)
+        try:
+            rows = decision_rows(frame, exp.env_config().window)
+        except ValueError as exc:
+            raise ExperimentError(f"{data}: {exc}") from None
+        label = Path(data).name
+    if list(frame.columns) != manifest["features"]["columns"]:
+        raise ValueError(f"the rebuilt frame's columns {list(frame.columns)} differ from the run's "
+                         f"{manifest['features']['columns']}")
+
+    out_dir = Path(out) if out else run_dir / "backtest" / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = exp.env_config()
+    if cfg.filters == FROM_VENUE:
+        cfg = cfg.replace(filters=_run_rules(manifest, prepared, exp))
+    model = load_model(run_dir, exp.agent.algo)
+    agent = run_policy(frame, cfg, rows, model_actor(model))
+    baseline_runs = run_baselines(frame, cfg, rows, baseline_targets(bars, frame))
+
+    agent_metrics = agent.metrics(exp.data.timeframe)
+    baseline_metrics = {name: r.metrics(exp.data.timeframe) for name, r in baseline_runs.items()}
+    write_metrics_json(out_dir / "metrics.json", agent_metrics, baseline_metrics)
+    agent.trades.to_csv(out_dir / "trades.csv", index=False)
+    equity = agent.equity_frame()
+    equity["buy_and_hold"] = baseline_runs["buy_and_hold"].equity.to_numpy()
+    equity.to_csv(out_dir / "equity.csv", index=False)
+    shown = bars.iloc[rows.start: rows.stop + 1]
+    write_report(out_dir / "report.html", bars=shown,
+                 equity={exp.agent.algo: agent.equity, **{n: r.equity for n, r in baseline_runs.items()}},
+                 trades=agent.trades, metrics={"agent": agent_metrics, "baselines": baseline_metrics},
+                 title=f"{exp.data.symbol} {exp.data.timeframe} — {exp.name} ({label})")
+    print(summary_table(exp.agent.algo, agent_metrics, baseline_metrics))
+    return out_dir
