@@ -13,12 +13,17 @@ run in the harness's venvs on its 100k synthetic rows; spotgym and the raw kerne
 this interpreter on the real ETH/USDT 5m features (278,820 rows x 18 columns), observation =
 32 rows x 18 features + 4 account values (2,320 bytes per env-step).
 
-Rows:
-- ``spotgym VecTradingEnv N=...``: one sequential pass, all accounts on the same rows (the
-  access pattern of the harness's reference kernel); ``... random starts``: 2048-step training
-  episodes from random rows with auto-reset; ``spotgym TradingEnv``: the gymnasium env;
-- ``raw kernel (our payload) N=...``: the harness's reference kernel writing our observation
-  payload, the least work for the same bytes (``bench/peers_adapter.py``);
+Rows (two access patterns, each beside the raw kernel run the same way):
+- sequential / lockstep: ``spotgym VecTradingEnv N=...`` makes one sequential pass, all accounts on
+  the same rows (the harness's access pattern), beside ``raw kernel (our payload) N=... lockstep``;
+- random starts (what training runs): ``spotgym VecTradingEnv N=1024 random starts`` = 2048-step
+  episodes from random rows with auto-reset (each account its own rows), beside ``raw kernel (our
+  payload) N=1024 random starts``, the same kernel with the same episodes (own random start per
+  account, same length, auto-reset to a new random start). Both time exactly one episode per
+  round (2048 calls, not scaled by ``--scale``): 2047 plain steps and the step on which every
+  account finishes and auto-resets, the rate at which training meets episode ends;
+- ``spotgym TradingEnv``: the gymnasium env; the raw kernel is the harness's reference kernel
+  writing our observation payload, the least work for the same bytes (``bench/peers_adapter.py``);
 - the harness's own ``numba-kernel`` rows (32 x 1 window) and the peers.
 
 Then SB3 PPO (MlpPolicy, CPU, 8 envs, n_steps 256, the harness's settings) with
@@ -50,53 +55,61 @@ ADAPTER = os.path.join(HERE, "peers_adapter.py")
 DEFAULT_HARNESS = os.path.join(os.path.dirname(REPO), "shared", "bench", "peers")
 PEERS_ROOT = os.environ.get("PEERS_ROOT", os.path.expanduser("~/.cache/spotgym-peers"))
 
-# (label, factory in peers_adapter.py, num_envs, timed calls per round)
+SEQ = "spotgym VecTradingEnv N=1024 sequential"
+RAND = "spotgym VecTradingEnv N=1024 random starts"
+RAW_SEQ = "raw kernel (our payload) N=1024 lockstep"
+RAW_RAND = "raw kernel (our payload) N=1024 random starts"
+GTE = "gym-trading-env TradingEnv"
+EPISODE = 2048  # = peers_adapter.RANDOM_EPISODE_LENGTH: the random-start rows time one whole episode per round
+
+# (label, factory in peers_adapter.py, num_envs, timed calls per round; EPISODE: one episode, never scaled)
 OURS = [
     ("spotgym VecTradingEnv N=1", "project_env_factory", 1, 100_000),
     ("spotgym VecTradingEnv N=64", "project_env_factory", 64, 6_000),
-    ("spotgym VecTradingEnv N=1024", "project_env_factory", 1024, 1_000),
-    ("spotgym VecTradingEnv N=1024 random starts", "random_starts_factory", 1024, 1_000),
+    (SEQ, "project_env_factory", 1024, 1_000),
+    (RAND, "random_starts_factory", 1024, EPISODE),
     ("spotgym TradingEnv (gymnasium)", "single_env_factory", 1, 100_000),
     ("raw kernel (our payload) N=1", "raw_kernel_factory", 1, 200_000),
     ("raw kernel (our payload) N=64", "raw_kernel_factory", 64, 10_000),
-    ("raw kernel (our payload) N=1024", "raw_kernel_factory", 1024, 1_500),
+    (RAW_SEQ, "raw_kernel_factory", 1024, 1_500),
+    (RAW_RAND, "raw_random_starts_factory", 1024, EPISODE),
 ]
 PEERS = ["numba-kernel N=1", "numba-kernel N=1024", "naive numpy gymnasium.Env", "gym-anytrading StocksEnv",
-         "gym-trading-env TradingEnv", "tensortrade default.create"]
+         GTE, "tensortrade default.create"]
 RATIOS = [  # (numerator, denominator, what it shows)
-    ("spotgym VecTradingEnv N=1024", "raw kernel (our payload) N=1024", "share of the raw kernel, N=1024 (aim >= 0.5)"),
-    ("spotgym VecTradingEnv N=64", "raw kernel (our payload) N=64", "share of the raw kernel, N=64"),
-    ("spotgym VecTradingEnv N=1", "raw kernel (our payload) N=1", "share of the raw kernel, N=1"),
-    ("spotgym VecTradingEnv N=1024 random starts", "raw kernel (our payload) N=1024",
-     "random-start episodes vs the (lockstep) raw kernel, N=1024"),
-    ("spotgym VecTradingEnv N=1024", "gym-trading-env TradingEnv", "vs Gym-Trading-Env, N=1024 (aim >= 100)"),
-    ("spotgym VecTradingEnv N=1024", "gym-anytrading StocksEnv", "vs gym-anytrading, N=1024"),
-    ("spotgym VecTradingEnv N=1024", "tensortrade default.create", "vs TensorTrade, N=1024"),
-    ("spotgym TradingEnv (gymnasium)", "gym-trading-env TradingEnv", "single env vs Gym-Trading-Env"),
+    (SEQ, RAW_SEQ, "sequential: share of the raw kernel run the same way (lockstep), N=1024 (aim >= 0.5)"),
+    (RAND, RAW_RAND, "random starts: share of the raw kernel run the same way (random starts), N=1024 (aim >= 0.5)"),
+    (SEQ, GTE, "sequential vs Gym-Trading-Env, N=1024 (aim >= 100)"),
+    (RAND, GTE, "random starts vs Gym-Trading-Env, N=1024 (aim >= 100)"),
+    (RAND, SEQ, "what random starts cost spotgym (random / sequential)"),
+    (RAW_RAND, RAW_SEQ, "what random starts cost the raw kernel (random / lockstep)"),
+    ("spotgym VecTradingEnv N=64", "raw kernel (our payload) N=64", "share of the raw kernel, N=64 (lockstep)"),
+    ("spotgym VecTradingEnv N=1", "raw kernel (our payload) N=1", "share of the raw kernel, N=1 (lockstep)"),
+    (SEQ, "gym-anytrading StocksEnv", "vs gym-anytrading, N=1024"),
+    (SEQ, "tensortrade default.create", "vs TensorTrade, N=1024"),
+    ("spotgym TradingEnv (gymnasium)", GTE, "single env vs Gym-Trading-Env"),
     ("spotgym TradingEnv (gymnasium)", "naive numpy gymnasium.Env", "single env vs the harness's naive env"),
-    ("raw kernel (our payload) N=1024", "numba-kernel N=1024", "our payload vs the harness's 32x1 payload (raw)"),
+    (RAW_SEQ, "numba-kernel N=1024", "our payload vs the harness's 32x1 payload (raw, lockstep)"),
 ]
-
 
 def log(msg: str, t0: float = time.perf_counter()) -> None:
     print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
 
 def build_frame_npz(tmp: str) -> tuple[str, dict]:
-    from peers_adapter import save_frame
+    from peers_adapter import DATASET, build_frame, save_frame
 
-    from spotgym.data import load_bars
-    from spotgym.datasets import shared_file
-    from spotgym.features import build_features
-
-    frame = build_features(load_bars(shared_file("BINANCE_ETHUSDT_5m.csv.gz")))
+    frame = build_frame()
     path = os.path.join(tmp, "eth_5m_frame.npz")
     save_frame(frame, path)
-    return path, {"dataset": "BINANCE_ETHUSDT_5m.csv.gz", "rows": len(frame), "features": frame.n_features,
+    return path, {"dataset": DATASET, "rows": len(frame), "features": frame.n_features, "symbol": frame.symbol,
                   "columns": list(frame.columns)}
 
 
 def throughput(args, rp, pa, tmp: str) -> tuple[dict, dict]:
+    from peers_adapter import RANDOM_EPISODE_LENGTH
+
+    assert EPISODE == RANDOM_EPISODE_LENGTH, "the random-start rows must time one whole episode"
     data = pa.make_ohlcv(args.rows, args.seed)
     data_path = os.path.join(tmp, "ohlcv.npz")
     np.savez(data_path, **data)
@@ -133,7 +146,7 @@ def throughput(args, rp, pa, tmp: str) -> tuple[dict, dict]:
             skipped[label] = "data digest mismatch"
             w.close()
             continue
-        workers[label] = (w, max(1, int(round(calls * args.scale))))
+        workers[label] = (w, calls if label in (RAND, RAW_RAND) else max(1, int(round(calls * args.scale))))
         results[label] = {"init": rep, "rounds": []}
         log(f"ready {label} (build {rep['build_s']:.2f}s, api {rep['api']})")
     rng = random.Random(args.seed)
@@ -355,7 +368,7 @@ def main(argv=None) -> int:
     p.add_argument("--tt-python", default=os.path.join(PEERS_ROOT, "venv-tt", "bin", "python"))
     p.add_argument("--no-peers", dest="peers", action="store_false")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every env's calls per round")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every env's calls per round (the random-start rows keep one episode)")
     p.add_argument("--rows", type=int, default=100_000, help="synthetic rows for the peers")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--window", type=int, default=32)
