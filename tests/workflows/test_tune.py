@@ -3,10 +3,12 @@ server, pruning, resume after a killed worker, the report, retrain-best. Tiny bu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -267,6 +269,20 @@ def test_pruned_trials_stop_training_early(eth_1h_path, tmp_path):
     assert (tmp_path / "pruned" / "report.html").is_file()
 
 
+def _running_trials(db: Path) -> list[int]:
+    """Numbers of the trials that are RUNNING with a run dir, read with sqlite in read-only mode: opening an
+    optuna storage here could write (alembic stamps an empty version table) and race the worker creating it."""
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)) as con:
+            rows = con.execute("SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id "
+                               "WHERE t.state = 'RUNNING' AND a.key = 'run_dir' ORDER BY t.number").fetchall()
+    except sqlite3.Error:  # the tables are not created yet, or locked for a moment
+        return []
+    return [r[0] for r in rows]
+
+
 def test_interrupted_study_resumes_and_retries_the_killed_trial(eth_1h_path, tmp_path):
     raw = experiment(eth_1h_path, heartbeat_interval=1, grace_period=3)
     # long enough trials (seconds, not a fraction of one) that the poll below reliably sees one running
@@ -284,17 +300,10 @@ def test_interrupted_study_resumes_and_retries_the_killed_trial(eth_1h_path, tmp
         deadline = time.monotonic() + 120
         while killed is None and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-            if not (study_dir / "study.db").is_file():
-                continue
-            try:  # read only: the worker creates the tables and the study
-                study = optuna.load_study(study_name="tune-tiny",
-                                          storage=optuna.storages.RDBStorage(storage, skip_table_creation=True))
-            except Exception:  # the study or its tables are not created yet
-                continue
-            running = [t for t in study.get_trials() if t.state == TrialState.RUNNING and "run_dir" in t.user_attrs]
+            running = _running_trials(study_dir / "study.db")
             if running:
                 proc.send_signal(signal.SIGKILL)  # mid-training: no tell, no cleanup
-                killed = running[0].number
+                killed = running[0]
     finally:
         if proc.poll() is None:
             proc.kill()
