@@ -56,10 +56,12 @@ class EnvConfig:
     minus ``dd_penalty`` x the increase of the log drawdown log(peak / equity) this step.
 
     Episodes: decisions happen on rows in ``[start_row, end_row)`` (``end_row`` ``None`` = the end
-    of the frame); the observation window may reach back before ``start_row``. With
-    ``episode_length`` set, each reset picks a random start row (seeded) whose whole episode
-    fits; ``None`` = one sequential pass. Equity below ``ruin_floor`` x ``initial_cash``
-    terminates the episode (0 = never).
+    of the frame); the observation window may reach back before ``start_row``. A row is
+    decidable when its whole window is valid and it is a real bar (not a filled gap). With
+    ``episode_length`` set, each reset picks a random start row (seeded) whose whole episode is
+    decidable; ``None`` = one sequential pass from the first to the last decidable row, holding
+    through undecidable rows in between (one step may then mark several bars). Equity below
+    ``ruin_floor`` x ``initial_cash`` terminates the episode (0 = never).
 
     Observation (``obs_mode``): ``"box"`` = one float32 vector, the ``window`` x n_features
     feature rows (oldest first, row-major) followed by the account state [exposure, unrealised
