@@ -128,6 +128,71 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: list[str], what: str, example: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{what} {item!r}: expected {example}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _sim_serve(args: argparse.Namespace) -> int:
+    import secrets
+
+    import pandas as pd
+
+    from spotgym.data import read_raw
+    from spotgym.sim import Faults, create_app, serve
+
+    if not args.data:
+        raise ValueError("--data SYMBOL=FILE: give at least one market, e.g. --data ETH/USDT=BINANCE_ETHUSDT_1h.csv.gz")
+    files = _pairs(args.data, "--data", "SYMBOL=FILE, e.g. ETH/USDT=BINANCE_ETHUSDT_1h.csv.gz")
+    markets = {}
+    for symbol, path in files.items():
+        if not Path(path).expanduser().is_file():
+            raise FileNotFoundError(f"--data {symbol}={path}: no such file")
+        markets[symbol] = read_raw(Path(path).expanduser())
+    balances = {}
+    for asset, amount in _pairs(args.balance, "--balance", "ASSET=AMOUNT, e.g. USDT=10000").items():
+        try:
+            balances[asset.upper()] = float(amount)
+        except ValueError:
+            raise ValueError(f"--balance {asset}={amount}: the amount is not a number") from None
+    if (args.api_key is None) != (args.api_secret is None):
+        raise ValueError("--api-key and --api-secret go together")
+    key = args.api_key or "sim-" + secrets.token_hex(8)
+    secret = args.api_secret or secrets.token_hex(24)
+    if args.step is not None and args.speed is not None:
+        raise ValueError("--speed and --step manual exclude each other")
+    speed: float | str = "manual" if args.step == "manual" else (args.speed or "1")
+    if speed not in ("manual", "max"):
+        try:
+            speed = float(speed)
+        except ValueError:
+            raise ValueError(f"--speed {args.speed}: a positive number or 'max'") from None
+    faults = Faults.from_file(args.faults) if args.faults else Faults()
+    if args.start is None:
+        start = max(int(frame["timestamp"].iloc[0]) for frame in markets.values() if len(frame))
+    else:
+        try:
+            when = pd.Timestamp(args.start)
+        except ValueError:
+            raise ValueError(f"--start {args.start}: not a date / time") from None
+        when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
+        start = when.value // 1_000_000
+    app = create_app(markets, start_ms=int(start), speed=speed, bar_pause_ms=args.bar_pause_ms, faults=faults,
+                     fee=args.fee, ticks_per_bar=args.ticks_per_bar, balances=balances or None, api_key=key,
+                     api_secret=secret, seed=args.seed, event_log=args.event_log)
+    ex = app.state.exchange
+    print(f"sim: {', '.join(f'{m.symbol} ({len(m.timestamps):,} bars)' for m in ex.markets.values())}, market clock "
+          f"at {pd.Timestamp(ex.now(), unit='ms', tz='UTC').isoformat()}, {app.state.clock_mode}", flush=True)
+    print(f"sim: API key {key}  secret {secret}", flush=True)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 def add_set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override an experiment value, e.g. --set agent.timesteps=5000 (repeatable)")
@@ -221,6 +286,42 @@ def build_parser() -> argparse.ArgumentParser:
     add_set_option(ev)
     ev.add_argument("--quiet", action="store_true", help="no progress bars or per-trial log lines")
     ev.set_defaults(func=_evaluate)
+    sim = sub.add_parser("sim", help="the replay exchange: history replayed as a live Binance spot market")
+    sim_sub = sim.add_subparsers(dest="sim_command", required=True)
+    sv = sim_sub.add_parser(
+        "serve", help="serve Binance's REST + websocket protocol over history (ccxt / ccxt.pro trade against it)",
+        description="Replays bar files as a live Binance spot market on loopback: unmodified ccxt / ccxt.pro "
+                    "trade against it with only the URLs changed (spotgym.venue.make_exchange(mode='sim', "
+                    "sim_url=URL)). Prints 'sim: listening on http://HOST:PORT' once it accepts connections.")
+    sv.add_argument("--data", action="append", default=[], metavar="SYMBOL=FILE",
+                    help="a market and its bar file (CSV / CSV.gz / parquet; repeatable); any interval that is a "
+                         "whole multiple of the file's timeframe is served, aggregated")
+    sv.add_argument("--start", default=None, metavar="ISO",
+                    help="where the market clock starts (default: the first bar every market has)")
+    sv.add_argument("--speed", default=None, metavar="X",
+                    help="the market clock runs X times real time (default 1); 'max': bar by bar as fast as possible, "
+                         "pausing --bar-pause-ms at each bar open so a client reacting to a closed bar is filled at "
+                         "the next open")
+    sv.add_argument("--step", choices=["manual"], default=None,
+                    help="manual: the clock moves only through POST /sim/step?bars=N")
+    sv.add_argument("--bar-pause-ms", type=int, default=250, metavar="MS",
+                    help="with --speed max: wall time to wait at each bar open (default 250)")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    sv.add_argument("--balance", action="append", default=[], metavar="ASSET=AMOUNT",
+                    help="starting balance of every account (repeatable; default USDT=10000)")
+    sv.add_argument("--api-key", default=None, help="the account's API key (default: a random one, printed)")
+    sv.add_argument("--api-secret", default=None, help="its secret (default: a random one, printed)")
+    sv.add_argument("--faults", default=None, metavar="FILE.yaml",
+                    help="fault rules to inject, {rules: [{kind: http_error, status: 503, path: /api/v3/order}, ...]} "
+                         "(the schema of POST /sim/faults)")
+    sv.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    sv.add_argument("--fee", type=float, default=0.001, help="commission rate per fill (default 0.001)")
+    sv.add_argument("--ticks-per-bar", type=int, default=4, help="trades per bar of the intrabar path (>= 4)")
+    sv.add_argument("--event-log", default=None, metavar="FILE",
+                    help="append every event (market streams with subscribers, trades, user data) to FILE")
+    sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    sv.set_defaults(func=_sim_serve)
     return parser
 
 

@@ -225,10 +225,17 @@ def _market_symbol(client: ccxt.Exchange, symbol: str, markets: dict) -> str:
 
 
 def _exchange_now(client: ccxt.Exchange, retrying: _Retry) -> int:
-    """The exchange's clock in ms (what decides which candle is still open), else the local clock."""
+    """The exchange's clock in ms (what decides which candle is still open), else the local clock.
+
+    spotgym's replay exchange runs a market clock apart from the wall clock it serves at ``/time`` (the one
+    signatures are checked against) and states it in an ``X-Sim-Time`` header: that one decides there."""
     if client.has.get("fetchTime"):
         try:
             server_ms = retrying(client.fetch_time, f"{client.id} fetch_time")
+            headers = getattr(client, "last_response_headers", None) or {}
+            market_ms = next((v for k, v in headers.items() if k.lower() == "x-sim-time"), None)
+            if market_ms is not None:
+                return int(market_ms)
             if server_ms is not None:
                 return int(server_ms)
         except DownloadError as exc:

@@ -4,18 +4,20 @@
 replies), ``rest`` (the routes), ``app`` (``create_app``, ``serve_in_thread``).
 """
 
-from spotgym.sim.app import RecordedRequest, create_app, serve_in_thread
+from spotgym.sim.app import RecordedRequest, create_app, serve, serve_in_thread
 from spotgym.sim.errors import BinanceError
 from spotgym.sim.faults import Faults
-from spotgym.sim.state import BINANCE_INTERVALS, BarSeries, ReplayExchange
+from spotgym.sim.market import Market
+from spotgym.sim.state import BINANCE_INTERVALS, ReplayExchange
 
 __all__ = [
     "BINANCE_INTERVALS",
-    "BarSeries",
     "BinanceError",
     "Faults",
+    "Market",
     "RecordedRequest",
     "ReplayExchange",
     "create_app",
+    "serve",
     "serve_in_thread",
 ]

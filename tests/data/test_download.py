@@ -192,9 +192,9 @@ def test_unknown_timeframe_is_a_clear_error(sim, tmp_path):
     with pytest.raises(ValueError, match=r"unknown timeframe '7m' for binance"):
         download_ohlcv("ETH/USDT", "7m", data_dir=tmp_path, client=sim.client, progress=False)
     assert sim.app.state.requests == []
-    # A Binance timeframe this server holds no bars for: rejected (-1120), not retried.
-    with pytest.raises(DownloadError, match=r"was rejected.*not 4h"):
-        download_ohlcv("ETH/USDT", "4h", data_dir=tmp_path, client=sim.client, progress=False)
+    # A Binance timeframe finer than the server's data: rejected (-1120), not retried.
+    with pytest.raises(DownloadError, match=r"was rejected.*not 30m"):
+        download_ohlcv("ETH/USDT", "30m", data_dir=tmp_path, client=sim.client, progress=False)
     assert len(sim.kline_starts()) == 1
 
 

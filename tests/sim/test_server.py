@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,10 +86,14 @@ def test_klines_stop_at_now_and_serve_the_open_bar_partial(bars, ts):
 
     assert [r[0] for r in rows] == list(ts[95:101])  # nothing opening after now
     np.testing.assert_array_equal(as_source_rows(rows[:-1]), bars.iloc[95:100].to_numpy())
-    o, _, _, c, v = bars.iloc[100, 1:].to_numpy()
-    close = round(o + 0.25 * (c - o), 8)
-    np.testing.assert_array_equal(as_source_rows(rows[-1:])[0],
-                                  [ts[100], o, max(o, close), min(o, close), close, round(0.25 * v, 8)])
+    # the open bar, from the two trades of its path so far (4 per bar, every 15 minutes): the open, then the
+    # extreme the bar reaches first (its low when it closes up, its high when it closes down); each trade
+    # carries a quarter of the volume, floored to the 0.0001 lot step
+    o, h, low, c, v = bars.iloc[100, 1:].to_numpy()
+    first = low if c >= o else h
+    quarter = np.floor(v / 4 / 0.0001 + 1e-9) * 0.0001
+    np.testing.assert_allclose(as_source_rows(rows[-1:])[0],
+                               [ts[100], o, max(o, first), min(o, first), first, 2 * quarter], rtol=0, atol=1e-8)
     assert latest[-1] == rows[-1]  # without startTime, the latest bar is the open one
 
 
@@ -96,7 +101,7 @@ def test_errors_have_binance_codes(bars):
     cases = [
         ({"symbol": "DOGEUSDT", "interval": "1h"}, -1121, "Invalid symbol."),
         ({"symbol": "ETHUSDT", "interval": "7m"}, -1120, "Invalid interval."),
-        ({"symbol": "ETHUSDT", "interval": "4h"}, -1120, "bars for ['1h'] only, not 4h"),
+        ({"symbol": "ETHUSDT", "interval": "30m"}, -1120, "bars of 1h; it serves that and whole multiples of it, not 30m"),
         ({"symbol": "ETHUSDT"}, -1102, "Mandatory parameter 'interval'"),
         ({"symbol": "ETHUSDT", "interval": "1h", "startTime": "yesterday"}, -1100, "parameter 'startTime'"),
     ]
@@ -107,14 +112,20 @@ def test_errors_have_binance_codes(bars):
         assert text in reply.json()["msg"]
 
 
-def test_time_follows_the_clock(bars):
+def test_two_clocks_wall_time_for_signatures_market_time_in_a_header(bars):
+    """``/api/v3/time`` is the wall clock (ccxt signs with its own clock and may adjust to this one); the market
+    clock, which klines and fills follow, is stated in every reply's ``X-Sim-Time``."""
     clock = {"now": 1_700_000_000_000}
     with served(bars, now_ms=lambda: clock["now"]) as http:
-        assert http.get("/api/v3/time").json() == {"serverTime": 1_700_000_000_000}
+        before = time.time_ns() // 1_000_000
+        reply = http.get("/api/v3/time")
+        after = time.time_ns() // 1_000_000
+        assert before <= reply.json()["serverTime"] <= after
+        assert reply.headers["X-Sim-Time"] == "1700000000000"
         clock["now"] += 1234
-        assert http.get("/api/v3/time").json() == {"serverTime": 1_700_000_001_234}
+        assert http.get("/api/v3/time").headers["X-Sim-Time"] == "1700000001234"
     with served(bars, now_ms=42) as http:
-        assert http.get("/api/v3/time").json() == {"serverTime": 42}
+        assert http.get("/api/v3/ping").headers["X-Sim-Time"] == "42"
 
 
 def test_faults_fail_the_requests_they_name(bars):
