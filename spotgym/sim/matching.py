@@ -195,7 +195,9 @@ class MatchingEngine:
             if total <= _EPS:
                 raise BinanceError(-1013, "Filter failure: LOT_SIZE")
             order.orig_qty = total
-        if order.side == "BUY" and cost > account.free(market.quote) + _EPS:
+        # a buy must be payable as a whole: at least its quantity at the best ask, even past the book's depth
+        needed = max(cost, (order.orig_qty * pieces[0][0]) if pieces and order.orig_qty else 0.0)
+        if order.side == "BUY" and needed > account.free(market.quote) + _EPS:
             raise BinanceError(-2010, "Account has insufficient balance for requested action.")
         if order.side == "SELL" and (order.orig_qty or total) > account.free(market.base) + _EPS:
             raise BinanceError(-2010, "Account has insufficient balance for requested action.")

@@ -165,9 +165,8 @@ class ReplayExchange:
             self._now = t
         if t <= self._now:
             return self._now
-        per_symbol = [((tick.time_ms, j, tick) for tick in m.ticks_between(self._now, t))
-                      for j, m in enumerate(self.markets.values())]
         markets = list(self.markets.values())
+        per_symbol = [_keyed(m.ticks_between(self._now, t), j) for j, m in enumerate(markets)]
         for time_ms, j, tick in (per_symbol[0] if len(per_symbol) == 1 else heapq.merge(*per_symbol)):
             self._now = time_ms
             self._replay(markets[j], tick)
@@ -359,6 +358,12 @@ class ReplayExchange:
                 "open_orders": [o.to_binance("QUERY") for o in acc.open_orders()]} for key, acc in self.accounts.items()},
             "ticks_replayed": self.ticks_replayed, "streams": dict(self.streams),
         }
+
+
+def _keyed(ticks, j: int):
+    """(time, symbol position, tick): the merge order of ticks across symbols."""
+    for tick in ticks:
+        yield tick.time_ms, j, tick
 
 
 def _symbol_info(market: Market) -> dict[str, Any]:
