@@ -182,9 +182,10 @@ def _sim_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"--start {args.start}: not a date / time") from None
         when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
         start = when.value // 1_000_000
+    captures = _pairs(args.capture, "--capture", "SYMBOL=FILE, e.g. ETH/USDT=BINANCE_ETHUSDT_l2feed_20240808.jsonl.gz")
     app = create_app(markets, start_ms=int(start), speed=speed, bar_pause_ms=args.bar_pause_ms, faults=faults,
                      fee=args.fee, ticks_per_bar=args.ticks_per_bar, balances=balances or None, api_key=key,
-                     api_secret=secret, seed=args.seed, event_log=args.event_log)
+                     api_secret=secret, seed=args.seed, event_log=args.event_log, captures=captures or None)
     ex = app.state.exchange
     print(f"sim: {', '.join(f'{m.symbol} ({len(m.timestamps):,} bars)' for m in ex.markets.values())}, market clock "
           f"at {pd.Timestamp(ex.now(), unit='ms', tz='UTC').isoformat()}, {app.state.clock_mode}", flush=True)
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--data", action="append", default=[], metavar="SYMBOL=FILE",
                     help="a market and its bar file (CSV / CSV.gz / parquet; repeatable); any interval that is a "
                          "whole multiple of the file's timeframe is served, aggregated")
+    sv.add_argument("--capture", action="append", default=[], metavar="SYMBOL=FILE",
+                    help="a recorded L2 feed (*_l2feed_*.jsonl.gz) whose book and trades are replayed as recorded "
+                         "for the span it covers (repeatable)")
     sv.add_argument("--start", default=None, metavar="ISO",
                     help="where the market clock starts (default: the first bar every market has)")
     sv.add_argument("--speed", default=None, metavar="X",

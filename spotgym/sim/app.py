@@ -70,6 +70,7 @@ def create_app(
     seed: int = 0,
     event_log: str | Path | bool | None = None,
     weight_limit: int = WEIGHT_LIMIT,
+    captures: Mapping[str, str | Path] | None = None,
 ) -> FastAPI:
     """The replay server app over ``markets`` (see ``ReplayExchange`` for the market arguments).
 
@@ -87,7 +88,7 @@ def create_app(
         if api_key is not None:
             kwargs.update(api_key=api_key, api_secret=api_secret)
         ex = ReplayExchange(markets, now_ms=now_ms, start_ms=start_ms, rules=rules, fee=fee, balances=balances,
-                            seed=seed, **kwargs)
+                            seed=seed, captures=captures, **kwargs)
         if event_log:
             ex.record()
         return ex

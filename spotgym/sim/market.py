@@ -8,6 +8,9 @@ the extreme the bar implies first (the low for a bar that closes up, the high fo
 The bar's volume is spread evenly over its ticks (the remainder on the last one). Everything here is a
 pure function of the bars, so the same data give the same path, and a kline or a book at any instant
 can be computed without replaying what came before.
+
+For the span a recorded L2 feed covers (``attach_capture``), the book is the recorded one and the trades are
+the recorded trades (``spotgym.sim.capture``); the bars still make the klines.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from spotgym.sim.capture import L2Capture
 from spotgym.venue import TradingRules
 
 __all__ = ["DEFAULT_TICKS_PER_BAR", "BOOK_LEVELS", "Market", "Tick", "fmt"]
@@ -38,7 +42,7 @@ class Tick:
     """One trade of the intrabar path: bar ``bar``, step ``k`` of ``ticks_per_bar``."""
 
     bar: int
-    k: int
+    k: int  # step of the bar's path; -1 for a recorded trade
     time_ms: int
     price: float
     qty: float
@@ -65,6 +69,16 @@ class Market:
         self._paths, self._qtys = self._tick_paths()
         # quote volume of each whole bar, from its ticks
         self._quote_volume = (self._paths * self._qtys).sum(axis=1)
+        self.capture: L2Capture | None = None
+
+    def attach_capture(self, capture: L2Capture) -> None:
+        """Replay ``capture``'s book and trades for the span it covers (it must lie within the bars)."""
+        if capture.symbol_id != self.market_id:
+            raise ValueError(f"the capture holds {capture.symbol_id}, not {self.market_id}")
+        if not (self.first_ms <= capture.start_ms and capture.end_ms < self.end_ms):
+            raise ValueError(f"the {self.symbol} capture ({capture.start_ms} .. {capture.end_ms}) lies outside its bars "
+                             f"({self.first_ms} .. {self.end_ms})")
+        self.capture = capture
 
     # ------------------------------------------------------------------ the tick path
     def _tick_paths(self) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +115,19 @@ class Market:
         return int(self.timestamps[bar]) + k * self._tick_step
 
     def ticks_between(self, after_ms: int, until_ms: int):
-        """The ticks with ``after_ms < time <= until_ms``, in order."""
+        """The trades with ``after_ms < time <= until_ms``, in order: the bars' tick paths, and inside a
+        capture's span its recorded trades instead."""
+        cap = self.capture
+        if cap is None or until_ms < cap.start_ms or after_ms > cap.end_ms:
+            yield from self._path_ticks(after_ms, until_ms)
+            return
+        yield from self._path_ticks(after_ms, min(until_ms, cap.start_ms - 1))
+        for trade in cap.trades_between(max(after_ms, cap.start_ms - 1), min(until_ms, cap.end_ms)):
+            yield Tick(self._bar_index(trade.time_ms), -1, trade.time_ms, trade.price, trade.qty, trade.buyer_maker,
+                       False)
+        yield from self._path_ticks(max(after_ms, cap.end_ms), until_ms)
+
+    def _path_ticks(self, after_ms: int, until_ms: int):
         if until_ms <= after_ms:
             return
         bar = max(self._bar_index(after_ms), 0)
@@ -123,7 +149,13 @@ class Market:
         return int(np.searchsorted(self.timestamps, t, side="right")) - 1
 
     def last_tick(self, t: int) -> Tick | None:
-        """The latest tick at or before ``t`` (None before the data start)."""
+        """The latest trade at or before ``t`` (None before the data start)."""
+        cap = self.capture
+        if cap is not None and cap.covers(t):
+            recorded = cap.trades_between(cap.start_ms - 1, t)
+            if recorded:
+                last = recorded[-1]
+                return Tick(self._bar_index(t), -1, last.time_ms, last.price, last.qty, last.buyer_maker, False)
         bar = self._bar_index(t)
         if bar < 0:
             return None
@@ -249,6 +281,8 @@ class Market:
         """The synthetic ladder at ``now``: ``levels`` bids and asks around the last trade price, one price step
         apart, the best ones ``SPREAD_BPS`` apart (at least a tick); each level holds a share of the current
         bar's per-tick volume, growing with the distance from the touch."""
+        if self.capture is not None and self.capture.covers(now):
+            return self.capture.book(now, levels)
         last = self.last_tick(now)
         if last is None:
             return [], []

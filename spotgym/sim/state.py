@@ -28,6 +28,7 @@ from spotgym.data.io import raw_from_frame, read_raw
 from spotgym.data.timeframes import ms_to_timeframe, timeframe_to_ms
 from spotgym.data.validate import OHLCV_COLUMNS, validate_raw
 from spotgym.sim.accounts import Account
+from spotgym.sim.capture import L2Capture
 from spotgym.sim.errors import BinanceError
 from spotgym.sim.market import DEFAULT_TICKS_PER_BAR, Market, Tick, fmt
 from spotgym.sim.matching import MatchingEngine, OrderRequest
@@ -76,13 +77,16 @@ class ReplayExchange:
     given). ``rules``: ``"BASE/QUOTE"`` -> ``TradingRules`` (default: the venue's, an error when unknown).
     ``start_ms``: where the market clock starts (it then moves by ``advance_to``); without it the clock is
     ``now_ms`` (an int, a callable, or None for the wall clock). ``balances``: every new account's starting
-    balances; ``fee``: the commission rate; ``ticks_per_bar``: trades per bar of the intrabar path.
+    balances; ``fee``: the commission rate; ``ticks_per_bar``: trades per bar of the intrabar path;
+    ``captures``: ``"BASE/QUOTE"`` -> a recorded L2 feed whose book and trades replace the synthetic ones
+    for the span it covers.
     """
 
     def __init__(self, markets: Mapping[str, BarsSource], *, now_ms: int | Clock | None = None,
                  start_ms: int | None = None, rules: Mapping[str, TradingRules] | None = None, fee: float = 0.001,
                  ticks_per_bar: int = DEFAULT_TICKS_PER_BAR, balances: Mapping[str, float] | None = None,
-                 api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET, seed: int = 0) -> None:
+                 api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET, seed: int = 0,
+                 captures: Mapping[str, str | os.PathLike] | None = None) -> None:
         if not markets:
             raise ValueError("markets is empty: give at least one 'BASE/QUOTE' -> bars entry")
         if not 0.0 <= fee < 0.1:
@@ -101,6 +105,11 @@ class ReplayExchange:
                                              tf_ms, ticks_per_bar)
         if rules:
             raise ValueError(f"rules given for symbols without bars: {sorted(rules)}")
+        for symbol, path in (captures or {}).items():
+            sid = parse_market_key(symbol)[0].replace("/", "")
+            if sid not in self.markets:
+                raise ValueError(f"capture given for {symbol}, which has no bars")
+            self.markets[sid].attach_capture(L2Capture.load(path, self.markets[sid].symbol))
         self.fee = float(fee)
         self.seed = int(seed)
         self.default_balances = {a.upper(): float(v) for a, v in (balances or {"USDT": 10_000.0}).items()}
