@@ -8,8 +8,8 @@ One schema for the YAML file (``--faults``) and ``POST /sim/faults``::
 the REST path it applies to (default: every path) or, for websocket kinds, ``stream`` picks the stream
 (default: every stream). Kinds and their fields:
 
-- ``http_error``: answer with ``status`` (default 503) and Binance's body for it; ``retry_after`` seconds
-  for 429 / 418.
+- ``http_error``: answer with ``status`` (default 503; 400-599) and Binance's body for it; ``retry_after``
+  seconds for 429 / 418.
 - ``latency``: delay the reply by ``ms`` (wall time).
 - ``lost_reply``: the request is executed (an order is placed) but the client gets ``status`` (default
   504, Binance's "execution status unknown"), or with ``mode: timeout`` no reply for ``ms`` first.
@@ -17,14 +17,16 @@ the REST path it applies to (default: every path) or, for websocket kinds, ``str
 - ``partial_fill``: the next order fills only ``fraction`` (default 0.5) of what it would; a MARKET order's
   rest expires, a LIMIT order's rest stays on the book (IOC / FOK expire).
 - ``ws_drop``: close websocket connections (those carrying ``stream`` when given): the next ``count``
-  of them, or with ``ms`` every one (new ones too) for that long.
+  of them to have a frame to send, or with ``ms`` every one (idle and new ones too) for that long.
 - ``ws_stall``: connections stay open but send nothing for ``ms`` (wall time).
 - ``duplicate_event``: the next event is sent twice; ``out_of_order_event``: the next two events are sent
   in swapped order.
 - ``maintenance``: for ``ms`` of wall time every REST request gets 503 and websockets are closed and refused.
 - ``clock_skew``: the server's clock (``/api/v3/time`` and the ``recvWindow`` check) is off by ``ms``.
 
-Every injected fault is logged (``faults.log``: kind, path or stream, sim time, wall time).
+Every injected fault is logged (``faults.log``: kind, path or stream, sim time, wall time); the lasting kinds
+(``ws_stall``, ``clock_skew``) once, when they first apply, and ``maintenance`` at each request or connection
+it refuses or closes.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class FaultRule:
     remaining: int | None = 1
     options: dict[str, Any] = field(default_factory=dict)
     until: float | None = None  # wall time (s) a timed kind (maintenance, ws_stall) lasts until
+    noted: bool = False  # a lasting kind (ws_stall, clock_skew) is logged once, when it first bites
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], where: str = "rules[0]") -> FaultRule:
@@ -92,6 +95,16 @@ class FaultRule:
         for name in ("status", "retry_after", "ms", "code"):
             if name in options and (isinstance(options[name], bool) or not isinstance(options[name], int)):
                 raise ValueError(f"{where}.{name}: an integer, got {options[name]!r}")
+        if "status" in options and not 400 <= options["status"] <= 599:
+            raise ValueError(f"{where}.status: an HTTP error status (400-599), got {options['status']!r}")
+        for name in ("retry_after", "ms"):
+            if name in options and options[name] < 0 and kind != "clock_skew":  # a clock may be behind
+                raise ValueError(f"{where}.{name}: >= 0, got {options[name]!r}")
+        for name in ("stream", "msg", "mode"):
+            if name in options and not isinstance(options[name], str):
+                raise ValueError(f"{where}.{name}: a string, got {options[name]!r}")
+        if raw.get("path") is not None and not (isinstance(raw["path"], str) and raw["path"].startswith("/")):
+            raise ValueError(f"{where}.path: a request path such as '/api/v3/order', got {raw['path']!r}")
         if "fraction" in options and not (isinstance(options["fraction"], int | float) and 0 <= options["fraction"] < 1):
             raise ValueError(f"{where}.fraction: a number in [0, 1), got {options['fraction']!r}")
         if kind == "lost_reply" and options.get("mode", "error") not in ("error", "timeout"):
@@ -108,6 +121,8 @@ class FaultRule:
 
     @property
     def live(self) -> bool:
+        if self.until is not None:
+            return time.time() < self.until and self.remaining != 0
         return self.remaining is None or self.remaining > 0
 
 
@@ -170,8 +185,10 @@ class Faults:
                 self._numbered[(path, number)] = status
 
     # ------------------------------------------------------------------ hooks
-    def _fire(self, kind: str, where: str | None, match: Callable[[FaultRule], bool] | None = None) -> FaultRule | None:
-        """The first live rule of ``kind`` applying to ``where``; it is counted and logged."""
+    def _fire(self, kind: str, where: str | None, match: Callable[[FaultRule], bool] | None = None,
+              sim_time: int | None = None) -> FaultRule | None:
+        """The first live rule of ``kind`` applying to ``where``; it is counted and logged (at ``sim_time``, default
+        the market clock now)."""
         with self._lock:
             for rule in self.rules:
                 if rule.kind != kind or not rule.live or not (match(rule) if match else rule.applies(where)):
@@ -181,13 +198,19 @@ class Faults:
                     continue
                 if rule.remaining is not None and rule.until is None:
                     rule.remaining -= 1
-                self._note(kind, where)
+                self._note(kind, where, sim_time)
                 return rule
         return None
 
-    def _note(self, kind: str, where: str | None) -> None:
+    def note(self, kind: str, where: str | None) -> None:
+        """Log a fault the server applied on its own (e.g. a websocket refused during maintenance)."""
+        with self._lock:
+            self._note(kind, where)
+
+    def _note(self, kind: str, where: str | None, sim_time: int | None = None) -> None:
         self.injected += 1
-        entry = {"kind": kind, "where": where, "sim_time": int(self.sim_clock()), "wall_time": round(time.time(), 3)}
+        entry = {"kind": kind, "where": where, "sim_time": int(self.sim_clock() if sim_time is None else sim_time),
+                 "wall_time": round(time.time(), 3)}
         self.log.append(entry)
         log.warning("fault injected: %s on %s at sim time %s", kind, where or "*", entry["sim_time"])
 
@@ -235,14 +258,26 @@ class Faults:
         with self._lock:
             return any(r.kind == "maintenance" and r.until is not None and now < r.until for r in self.rules)
 
-    def clock_offset_ms(self) -> int:
+    def clock_offset_ms(self, where: str | None = None) -> int:
+        """The server clock's offset (ms) from clock_skew rules; each rule is logged the first time it applies."""
         with self._lock:
-            return sum(int(r.options["ms"]) for r in self.rules if r.kind == "clock_skew")
+            offset = 0
+            for rule in self.rules:
+                if rule.kind == "clock_skew":
+                    offset += int(rule.options["ms"])
+                    if not rule.noted:
+                        rule.noted = True
+                        self._note("clock_skew", where)
+            return offset
 
-    def ws_should_drop(self, streams: set[str]) -> bool:
-        """Whether a connection carrying ``streams`` (user-data connections: ``{"user"}``) must be closed now."""
-        return self._fire("ws_drop", None,
-                          match=lambda r: r.options.get("stream") is None or r.options["stream"] in streams) is not None
+    def ws_should_drop(self, streams: set[str], timed_only: bool = False, sim_time: int | None = None) -> bool:
+        """Whether a connection carrying ``streams`` (user-data connections: ``{"user"}``) must be closed now, instead
+        of sending a frame made at ``sim_time`` (``timed_only``: only by a rule with ``ms``, which drops every
+        connection, idle ones too)."""
+        def match(rule: FaultRule) -> bool:
+            return (rule.options.get("stream") is None or rule.options["stream"] in streams) and \
+                (not timed_only or rule.until is not None)
+        return self._fire("ws_drop", ",".join(sorted(streams)) or None, match=match, sim_time=sim_time) is not None
 
     def ws_stalled(self, streams: set[str]) -> bool:
         """Whether a connection carrying ``streams`` must stay silent now."""
@@ -252,8 +287,8 @@ class Faults:
                 if rule.kind == "ws_stall" and rule.until is not None and now < rule.until:
                     stream = rule.options.get("stream")
                     if stream is None or stream in streams:
-                        if rule.remaining:  # log the stall once
-                            rule.remaining = 0
+                        if not rule.noted:  # log the stall once
+                            rule.noted = True
                             self._note("ws_stall", stream)
                         return True
         return False

@@ -296,7 +296,7 @@ class Market:
             best_ask = best_bid + tick
         spacing = max(tick, math.floor(mid * 1e-4 / tick) * tick)
         per_tick = float(self.ohlcv[last.bar, 4]) / self.ticks_per_bar
-        base = max(per_tick * DEPTH_SHARE / levels, self.rules.min_qty, 10 ** -8)
+        base = max(per_tick * DEPTH_SHARE / BOOK_LEVELS, self.rules.min_qty, 10 ** -8)  # the same ladder at any depth
         bids, asks = [], []
         for j in range(levels):
             qty = base * (1.0 + 0.25 * j)

@@ -30,7 +30,7 @@ from spotgym.data.validate import OHLCV_COLUMNS, validate_raw
 from spotgym.sim.accounts import Account
 from spotgym.sim.capture import L2Capture
 from spotgym.sim.errors import BinanceError
-from spotgym.sim.market import DEFAULT_TICKS_PER_BAR, Market, Tick, fmt
+from spotgym.sim.market import BOOK_LEVELS, DEFAULT_TICKS_PER_BAR, Market, Tick, fmt
 from spotgym.sim.matching import MatchingEngine, OrderRequest
 from spotgym.venue import TradingRules, rules_for
 
@@ -268,16 +268,26 @@ class ReplayExchange:
     # ------------------------------------------------------------------ events
     def watch(self, stream: str) -> None:
         """A client subscribed to a market stream (``ethusdt@kline_1m``); events for it are made from now on."""
-        self.streams[stream] += 1
         sid = stream.split("@", 1)[0].upper()
-        if "@depth" in stream and sid in self.markets and sid not in self._books:
-            bids, asks = self.markets[sid].book(self._now)
+        if "@depth" in stream and sid in self.markets and not self._depth_watched(sid):
+            bids, asks = self.markets[sid].book(self._now)  # the diffs start from the book as it is now
             self._books[sid] = (dict(bids), dict(asks))
+        self.streams[stream] += 1
 
     def unwatch(self, stream: str) -> None:
         self.streams[stream] -= 1
-        if self.streams[stream] <= 0:
-            del self.streams[stream]
+        if self.streams[stream] > 0:
+            return
+        del self.streams[stream]
+        sid, _, kind = stream.partition("@")
+        if kind.startswith("depth") and not self._depth_watched(sid.upper()):
+            self._books.pop(sid.upper(), None)
+        if kind.startswith("kline_"):  # a later subscriber starts afresh, with no stale "closed" kline
+            self._kline_open.pop((sid.upper(), kind[len("kline_"):]), None)
+
+    def _depth_watched(self, sid: str) -> bool:
+        lower = sid.lower()
+        return bool(self.streams[f"{lower}@depth"] or self.streams[f"{lower}@depth@100ms"])
 
     def _publish_market(self, stream: str, payload: dict[str, Any]) -> None:
         self._emit("market", stream, payload)
@@ -351,7 +361,7 @@ class ReplayExchange:
     def depth(self, symbol: str, limit: int) -> dict[str, Any]:
         market = self.market(symbol)
         now = self.now()
-        bids, asks = market.book(now, min(max(limit, 1), 5000))
+        bids, asks = market.book(now, min(max(limit, 1), BOOK_LEVELS))  # the depth the diff stream covers
         return {"lastUpdateId": self.update_id[symbol], "bids": [[fmt(p), fmt(q)] for p, q in bids],
                 "asks": [[fmt(p), fmt(q)] for p, q in asks]}
 

@@ -8,8 +8,9 @@
 - User data over the WS-API at ``/stream/ws-api/v3``: ``userDataStream.subscribe.signature`` (params signed
   sorted by key), then ``{"subscriptionId", "event"}`` frames: ``executionReport``,
   ``outboundAccountPosition``, ``balanceUpdate``; and the legacy ``/stream/ws/<listenKey>``.
-- A connection is closed after 24 h of sim time, as Binance does; faults drop, stall, duplicate and
-  reorder frames, and a maintenance window closes and refuses connections.
+- A connection is closed after 24 h of sim time, as Binance does (the events made before the mark are sent
+  first; an idle connection is closed within ``IDLE_CHECK_S`` of wall time); faults drop, stall, duplicate and
+  reorder frames, and a maintenance window closes every connection and refuses new ones (HTTP 503).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 
 from spotgym.data.timeframes import timeframe_to_ms
 from spotgym.sim.auth import sign
 from spotgym.sim.errors import BinanceError
+from spotgym.sim.faults import Faults
 from spotgym.sim.rest import server_ms
 from spotgym.sim.state import ReplayExchange
 
@@ -37,6 +40,7 @@ router = APIRouter()
 KLINE_PUSH_S = 2.0
 SIM_DAY_MS = 86_400_000
 MAX_QUEUE = 200_000  # frames waiting for a slow client before it is disconnected, as Binance does
+IDLE_CHECK_S = 0.25  # how often a connection without traffic checks its limits (24 h, maintenance, drops)
 
 
 def _dumps(payload: Any) -> str:
@@ -54,19 +58,25 @@ class Connection:
         self.combined = combined
         self.streams: set[str] = set()
         self.user_keys: dict[str, int] = {}  # api key -> subscription id (WS-API) or -1 (listenKey)
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        # (frame, the market time it was made at); None closes the connection
+        self.queue: asyncio.Queue[tuple[str, int] | None] = asyncio.Queue()
         self.started_ms = started_ms
-        self.held: str | None = None  # a frame held back by an out_of_order_event fault
+        self.held: tuple[str, int] | None = None  # a frame held back by an out_of_order_event fault
 
     @property
     def labels(self) -> set[str]:
         return self.streams | ({"user"} if self.user_keys else set())
 
-    def put(self, frame: str) -> None:
+    def put(self, frame: str, at_ms: int) -> None:
+        """Queue ``frame``, made at market time ``at_ms`` (a frame at or past the 24 h mark closes instead)."""
         if self.queue.qsize() > MAX_QUEUE:
             self.queue.put_nowait(None)  # too slow: close
             return
-        self.queue.put_nowait(frame)
+        self.queue.put_nowait((frame, at_ms))
+
+    def expired(self, now_ms: int) -> bool:
+        """Binance closes a connection 24 h after it opened (here: of market time)."""
+        return now_ms - self.started_ms >= SIM_DAY_MS
 
 
 class StreamHub:
@@ -82,6 +92,11 @@ class StreamHub:
     @property
     def exchange(self) -> ReplayExchange:
         return self.app.state.exchange
+
+    def clock(self) -> int:
+        """The market time now, without moving an external clock (events are being made at this instant)."""
+        now = getattr(self.exchange, "_now", None)
+        return self.exchange.now() if now is None else int(now)
 
     def attach(self, exchange: ReplayExchange) -> None:
         exchange.listeners.append(self.on_event)
@@ -116,22 +131,22 @@ class StreamHub:
         faults = self.app.state.faults
         if faults.ws_stalled(conn.labels):
             return  # the socket stays open, the data is lost
+        at = self.clock()
         what = faults.event_fault(stream)
         if what == "duplicate":
-            conn.put(frame)
-        elif what == "swap":
-            if conn.held is None:
-                conn.held = frame
-                return
-        conn.put(frame)
-        if conn.held is not None and conn.held != frame:
-            conn.put(conn.held)
+            conn.put(frame, at)
+        elif what == "swap" and conn.held is None:
+            conn.held = (frame, at)
+            return
+        conn.put(frame, at)
+        if conn.held is not None:
+            conn.put(*conn.held)
             conn.held = None
 
     # ------------------------------------------------------------------ subscriptions
     def subscribe(self, conn: Connection, streams: Iterable[str]) -> None:
-        for stream in streams:
-            stream = self._check_stream(stream)
+        """Subscribe ``conn`` to ``streams``: all of them, or none when one is not valid (BinanceError)."""
+        for stream in [self._check_stream(s) for s in streams]:
             if stream in conn.streams:
                 continue
             conn.streams.add(stream)
@@ -150,7 +165,9 @@ class StreamHub:
                 self._by_stream.get(stream, set()).discard(conn.id)
                 self.exchange.unwatch(stream)
 
-    def _check_stream(self, stream: str) -> str:
+    def _check_stream(self, stream: Any) -> str:
+        if not isinstance(stream, str):
+            raise BinanceError(2, f"Invalid request: a stream name is a string, got {stream!r}")
         name, _, kind = stream.partition("@")
         if name.upper() not in self.exchange.markets or not kind:
             raise BinanceError(-1121, f"Invalid symbol or stream: {stream}")
@@ -186,8 +203,17 @@ class StreamHub:
         self._by_key.setdefault(api_key, set()).add(conn.id)
 
     def close_all(self) -> None:
+        """Close every connection (the exchange is being replaced) and detach it at once: its subscriptions were
+        counted on the old exchange, and its handler may end only after new clients subscribed to the new one."""
         for conn in list(self.connections.values()):
             conn.queue.put_nowait(None)
+            for stream in conn.streams:
+                self._by_stream.get(stream, set()).discard(conn.id)
+            for key in conn.user_keys:
+                self._by_key.get(key, set()).discard(conn.id)
+            conn.streams.clear()
+            conn.user_keys.clear()
+            conn.held = None
 
     # ------------------------------------------------------------------ the 2-second kline push
     async def push_klines(self) -> None:
@@ -212,44 +238,75 @@ class StreamHub:
 
 # ---------------------------------------------------------------------- endpoints
 async def _sender(conn: Connection, hub: StreamHub) -> None:
+    """Send the queued frames; close the connection when told to (None), in a maintenance window, when a
+    ws_drop fault picks it, or at 24 h of market time: a frame made at or past the mark is not sent, and a
+    connection without traffic checks every ``IDLE_CHECK_S``."""
     faults = hub.app.state.faults
     ws = conn.ws
-    while True:
-        frame = await conn.queue.get()
-        if frame is None or faults.maintenance() or faults.ws_should_drop(conn.labels) or \
-                hub.exchange.now() - conn.started_ms >= SIM_DAY_MS:
-            await ws.close(code=1001)
-            return
-        await ws.send_text(frame)
+    getter: asyncio.Task | None = None
+    try:
+        while True:
+            if getter is None:
+                getter = asyncio.get_running_loop().create_task(conn.queue.get())
+            done, _ = await asyncio.wait({getter}, timeout=IDLE_CHECK_S)
+            item: tuple[str, int] | None | bool = False  # False: nothing to send, a check only
+            if done:
+                item, getter = getter.result(), None
+            maintenance = item is not None and faults.maintenance()
+            if maintenance:
+                faults.note("maintenance", ",".join(sorted(conn.labels)) or "ws")
+            if item is None or maintenance or conn.expired(item[1] if item else hub.clock()) or \
+                    faults.ws_should_drop(conn.labels, timed_only=not item, sim_time=item[1] if item else None):
+                await ws.close(code=1001)
+                return
+            if item:
+                await ws.send_text(item[0])
+    finally:
+        if getter is not None:
+            getter.cancel()
 
 
 async def _serve(ws: WebSocket, combined: bool, initial: Iterable[str] = (), listen_key: str | None = None,
                  api: bool = False) -> None:
     app = ws.app
     hub: StreamHub = app.state.hub
-    if app.state.faults.maintenance():
-        await ws.close(code=1013)  # try again later
+    if app.state.faults.maintenance():  # refused, as Binance does during maintenance: HTTP 503
+        app.state.faults.note("maintenance", ws.url.path)
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(Faults.response(503))
+        else:
+            await ws.close(code=1013)  # try again later
         return
     await ws.accept()
-    conn = Connection(ws, combined, hub.exchange.now())
+    conn = Connection(ws, combined, hub.clock())
     hub.register(conn)
     sender = asyncio.get_running_loop().create_task(_sender(conn, hub))
+    receive = None
     try:
         if listen_key is not None:
             hub.add_user(conn, app.state.listen_keys[listen_key], -1)
         try:
             hub.subscribe(conn, initial)
         except BinanceError as exc:
-            conn.put(_dumps({"error": {"code": exc.code, "msg": exc.msg}}))
+            conn.put(_dumps({"error": {"code": exc.code, "msg": exc.msg}}), hub.clock())
         receive = asyncio.get_running_loop().create_task(_receiver(conn, hub, api))
         done, _ = await asyncio.wait({sender, receive}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:  # a client gone mid-send is routine; anything else is a bug worth a traceback
+                gone = isinstance(exc, WebSocketDisconnect | OSError | RuntimeError)
+                log.log(logging.DEBUG if gone else logging.ERROR, "websocket %s failed: %r", conn.id, exc,
+                        exc_info=None if gone else exc)
+    finally:
         for task in (sender, receive):
-            if task not in done:
+            if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-    finally:
         hub.forget(conn)
+        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):  # a failure above: close properly, not by dropping the socket
+                await ws.close(code=1011)
 
 
 async def _receiver(conn: Connection, hub: StreamHub, api: bool) -> None:
@@ -261,17 +318,19 @@ async def _receiver(conn: Connection, hub: StreamHub, api: bool) -> None:
         try:
             message = json.loads(text)
         except ValueError:
-            conn.put(_dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}))
+            conn.put(_dumps({"error": {"code": 3, "msg": "Invalid JSON"}, "id": None}), hub.clock())
             continue
         reply = _ws_api(conn, hub, message) if api else _market_control(conn, hub, message)
         if reply is not None:
-            conn.put(_dumps(reply))
+            conn.put(_dumps(reply), hub.clock())
 
 
 def _market_control(conn: Connection, hub: StreamHub, message: Any) -> dict[str, Any] | None:
     if not isinstance(message, dict):
         return {"error": {"code": 3, "msg": "Invalid request"}, "id": None}
     method, params, mid = message.get("method"), message.get("params") or [], message.get("id")
+    if method in ("SUBSCRIBE", "UNSUBSCRIBE") and not isinstance(params, list):
+        return {"error": {"code": 2, "msg": "Invalid request: 'params' must be a list of stream names"}, "id": mid}
     try:
         if method == "SUBSCRIBE":
             hub.subscribe(conn, params)
@@ -297,6 +356,9 @@ def _ws_api(conn: Connection, hub: StreamHub, message: Any) -> dict[str, Any]:
 
     def error(status: int, code: int, msg: str) -> dict[str, Any]:
         return {"id": mid, "status": status, "error": {"code": code, "msg": msg}}
+
+    if not isinstance(params, dict):
+        return error(400, -1100, "Illegal characters found in parameter 'params': an object is expected.")
 
     if method == "ping":
         return {"id": mid, "status": 200, "result": {}}
