@@ -200,6 +200,12 @@ def create_app(
             if delay:
                 await asyncio.sleep(delay / 1000.0)
             response = await call_next(request)
+            lost = (app_faults.lost_reply(path)
+                    if request.method in ("POST", "PUT", "DELETE") and response.status_code < 400 else None)
+            if lost is not None:  # executed, but the client never learns it
+                if lost.options.get("mode") == "timeout":
+                    await asyncio.sleep(lost.options.get("ms", 30_000) / 1000.0)
+                response = Faults.response(int(lost.options.get("status", 504)))
         response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
         response.headers["X-Sim-Time"] = str(app.state.exchange.now())
         return response

@@ -11,10 +11,11 @@ the REST path it applies to (default: every path) or, for websocket kinds, ``str
 - ``http_error``: answer with ``status`` (default 503; 400-599) and Binance's body for it; ``retry_after``
   seconds for 429 / 418.
 - ``latency``: delay the reply by ``ms`` (wall time).
-- ``lost_reply``: the request is executed (an order is placed) but the client gets ``status`` (default
-  504, Binance's "execution status unknown"), or with ``mode: timeout`` no reply for ``ms`` first.
+- ``lost_reply``: a POST / PUT / DELETE to ``path`` (default ``/api/v3/order``; a cancel is
+  ``DELETE /api/v3/order`` too) is executed but the client gets ``status`` (default 504, Binance's
+  "execution status unknown"), or with ``mode: timeout`` no reply for ``ms`` first.
 - ``reject``: the next order is rejected with ``code`` / ``msg`` (default -2010, insufficient balance).
-- ``partial_fill``: the next order fills only ``fraction`` (default 0.5) of what it would; a MARKET order's
+- ``partial_fill``: the next accepted order (one the exchange then rejects does not use the rule up) fills only ``fraction`` (default 0.5) of what it would; a MARKET order's
   rest expires, a LIMIT order's rest stays on the book (IOC / FOK expire).
 - ``ws_drop``: close websocket connections (those carrying ``stream`` when given): the next ``count``
   of them to have a frame to send, or with ``ms`` every one (idle and new ones too) for that long.
@@ -186,9 +187,9 @@ class Faults:
 
     # ------------------------------------------------------------------ hooks
     def _fire(self, kind: str, where: str | None, match: Callable[[FaultRule], bool] | None = None,
-              sim_time: int | None = None) -> FaultRule | None:
+              sim_time: int | None = None, peek: bool = False) -> FaultRule | None:
         """The first live rule of ``kind`` applying to ``where``; it is counted and logged (at ``sim_time``, default
-        the market clock now)."""
+        the market clock now) unless ``peek``."""
         with self._lock:
             for rule in self.rules:
                 if rule.kind != kind or not rule.live or not (match(rule) if match else rule.applies(where)):
@@ -196,6 +197,8 @@ class Faults:
                 if rule.until is not None and time.time() >= rule.until:
                     rule.remaining = 0
                     continue
+                if peek:
+                    return rule
                 if rule.remaining is not None and rule.until is None:
                     rule.remaining -= 1
                 self._note(kind, where, sim_time)
@@ -249,8 +252,10 @@ class Faults:
         return (int(rule.options.get("code", -2010)),
                 str(rule.options.get("msg", "Account has insufficient balance for requested action.")))
 
-    def partial_fill(self) -> float | None:
-        rule = self._fire("partial_fill", "/api/v3/order")
+    def partial_fill(self, peek: bool = False) -> float | None:
+        """The share of the next order to fill; ``peek`` asks without using the rule up (an order that is then
+        rejected must not consume it)."""
+        rule = self._fire("partial_fill", "/api/v3/order", peek=peek)
         return None if rule is None else float(rule.options.get("fraction", 0.5))
 
     def maintenance(self) -> bool:

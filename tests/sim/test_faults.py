@@ -179,6 +179,34 @@ def test_partial_fill_of_a_limit_gtc_order_leaves_the_rest_open(fresh, eth_bars)
     assert balance["ETH"]["total"] == round(1 + 0.05 * (1 - FEE), 8)
 
 
+
+def test_a_rejected_order_does_not_use_up_a_partial_fill_rule(fresh, eth_bars):
+    ask = best(open_at(eth_bars, S))[1]
+    fresh.set_faults([{"kind": "partial_fill", "fraction": 0.5}])
+    client = fresh.client()
+    client.load_markets()
+    with pytest.raises(ccxt.InsufficientFunds):  # 100 ETH is far beyond 10,000 USDT
+        client.create_order("ETH/USDT", "market", "buy", 100)
+    assert entries(fresh) == []
+    order = client.create_order("ETH/USDT", "market", "buy", 0.1)
+    assert (order["status"], order["filled"], order["average"]) == ("expired", 0.05, ask)
+    assert client.create_order("ETH/USDT", "market", "buy", 0.1)["filled"] == 0.1  # now it is spent
+    assert entries(fresh, "partial_fill") == [("partial_fill", "/api/v3/order", int(eth_bars["timestamp"].iat[S]))]
+
+
+def test_lost_reply_on_a_cancel_cancels_but_the_client_does_not_learn_it(fresh, eth_bars):
+    below = round(open_at(eth_bars, S) * 0.95, 2)
+    client = fresh.client()
+    client.load_markets()
+    order = client.create_order("ETH/USDT", "limit", "buy", 0.05, below)
+    fresh.set_faults([{"kind": "lost_reply"}])
+    assert client.fetch_order(order["id"], "ETH/USDT")["status"] == "open"  # a GET is not a lost reply's target
+    with pytest.raises(ccxt.RequestTimeout, match="-1007"):
+        client.cancel_order(order["id"], "ETH/USDT")
+    assert client.fetch_order(order["id"], "ETH/USDT")["status"] == "canceled"
+    assert client.fetch_balance()["USDT"]["used"] == 0
+    assert entries(fresh) == [("lost_reply", "/api/v3/order", int(eth_bars["timestamp"].iat[S]))]
+
 # ---------------------------------------------------------------------- websocket faults
 def test_ws_drop_closes_the_connection_and_ccxt_reconnects(fresh, eth_bars, arun, ws_client):
     t0 = int(eth_bars["timestamp"].iat[S])
