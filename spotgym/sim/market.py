@@ -198,10 +198,25 @@ class Market:
         upto = self._bar_index(now) + 1  # base bars that have opened by now
         if upto <= 0:
             return []
-        ts = self.timestamps[:upto]
+        # Only the base bars the answer can touch (the work must not grow with the history before the clock):
+        # at most limit + 2 klines' worth, widened to whole klines at both ends.
+        ratio = interval_ms // self.interval_ms
+        stamps = self.timestamps
+        if start_time is not None:
+            a = int(np.searchsorted(stamps[:upto], start_time, side="left"))
+            b = min(upto, a + (limit + 2) * ratio)
+        else:
+            b = upto if end_time is None else int(np.searchsorted(stamps[:upto], end_time, side="right"))
+            a = max(0, b - (limit + 1) * ratio)
+        if b <= a:
+            return []
+        last_open = int(stamps[b - 1]) - int(stamps[b - 1]) % interval_ms
+        b = min(upto, int(np.searchsorted(stamps, last_open + interval_ms, side="left")))
+        a = int(np.searchsorted(stamps, int(stamps[a]) - int(stamps[a]) % interval_ms, side="left"))
+        ts = stamps[a:b]
         bucket = ts - ts % interval_ms
-        starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])  # first base bar of each kline
-        opens = bucket[starts]
+        starts = a + np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])  # first base bar of each kline
+        opens = bucket[starts - a]
         hi = len(starts) if end_time is None else int(np.searchsorted(opens, end_time, side="right"))
         if start_time is not None:
             lo = int(np.searchsorted(opens, start_time, side="left"))
@@ -211,14 +226,16 @@ class Market:
         if hi <= lo:
             return []
         seg = starts[lo:hi]
-        stop = int(starts[hi]) if hi < len(starts) else upto  # one past the last base bar in range
-        bars = self.ohlcv[:stop]
-        o = bars[seg, 0]
-        h = np.maximum.reduceat(bars[:, 1], seg)
-        low = np.minimum.reduceat(bars[:, 2], seg)
-        c = bars[np.r_[seg[1:], stop] - 1, 3]
-        v = np.add.reduceat(bars[:, 4], seg)
-        qv = np.add.reduceat(self._quote_volume[:stop], seg)
+        stop = int(starts[hi]) if hi < len(starts) else b  # one past the last base bar in range
+        first = int(seg[0])
+        bars = self.ohlcv[first:stop]
+        rel = seg - first
+        o = bars[rel, 0]
+        h = np.maximum.reduceat(bars[:, 1], rel)
+        low = np.minimum.reduceat(bars[:, 2], rel)
+        c = bars[np.r_[rel[1:], stop - first] - 1, 3]
+        v = np.add.reduceat(bars[:, 4], rel)
+        qv = np.add.reduceat(self._quote_volume[first:stop], rel)
         n = np.diff(np.r_[seg, stop]) * self.ticks_per_bar
         rows = [[int(opens[lo + j]), fmt(o[j]), fmt(h[j]), fmt(low[j]), fmt(c[j]), fmt(v[j]),
                  int(opens[lo + j]) + interval_ms - 1, fmt(qv[j]), int(n[j]), "0.00000000", "0.00000000", "0"]
