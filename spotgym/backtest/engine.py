@@ -17,20 +17,27 @@ from spotgym.agents import target_actor
 from spotgym.backtest.metrics import TRADE_COLUMNS, bars_per_year, compute_metrics, drawdown
 from spotgym.core import FeatureFrame
 from spotgym.envs import Actor, EnvConfig, TradingEnv
+from spotgym.risk import flag_names
 
-__all__ = ["Rollout", "run_baselines", "run_policy"]
+__all__ = ["DECISION_COLUMNS", "Rollout", "run_baselines", "run_policy"]
+
+# decisions.csv: one row per decision, what the actor asked and what the risk layer made of it
+DECISION_COLUMNS = ("timestamp", "action", "risk", "halted", "trade", "fill_qty", "fill_price", "fee", "position",
+                    "exposure", "equity")
 
 
 @dataclass
 class Rollout:
     """The result of one pass: ``equity`` (first point = initial equity before the first decision),
-    ``trades`` (one row per fill), ``exposure`` per point, and the total reward."""
+    ``trades`` (one row per fill), ``exposure`` per point, the total reward, and ``decisions`` (one row
+    per decision: the bar it was taken at, the action, the risk rules that changed it, and what followed)."""
 
     equity: pd.Series
     trades: pd.DataFrame
     exposure: pd.Series
     total_reward: float
     terminated: bool
+    decisions: pd.DataFrame | None = None
 
     def metrics(self, timeframe: str | None = None) -> dict[str, Any]:
         ppy = bars_per_year(timeframe) if timeframe else None
@@ -53,10 +60,15 @@ def run_policy(frame: FeatureFrame, config: EnvConfig, rows: range, act: Actor) 
     index = frame.index
     times, equity, exposure = [index[info["row"]]], [info["equity"]], [info["exposure"]]
     fills: list[tuple] = []
+    decisions: list[tuple] = []
     total_reward, terminated, truncated = 0.0, False, False
     while not (terminated or truncated):
         row_before = env.row
-        obs, reward, terminated, truncated, info = env.step(act(obs, info, env))
+        action = act(obs, info, env)
+        obs, reward, terminated, truncated, info = env.step(action)
+        decisions.append((index[row_before], _scalar(action), "|".join(flag_names(info["risk"])), info["halted"],
+                          info["trade"], info["fill_qty"], info["fill_price"], info["fee"], info["position"],
+                          info["exposure"], info["equity"]))
         total_reward += reward
         row = info["row"]
         times.append(index[row])
@@ -70,12 +82,18 @@ def run_policy(frame: FeatureFrame, config: EnvConfig, rows: range, act: Actor) 
     stamps = pd.DatetimeIndex(times, name="timestamp")
     trades = pd.DataFrame(fills, columns=list(TRADE_COLUMNS))
     return Rollout(pd.Series(equity, index=stamps, name="equity"), trades,
-                   pd.Series(exposure, index=stamps, name="exposure"), total_reward, terminated)
+                   pd.Series(exposure, index=stamps, name="exposure"), total_reward, terminated,
+                   pd.DataFrame(decisions, columns=list(DECISION_COLUMNS)))
+
+
+def _scalar(action: Any) -> float:
+    return float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
 
 
 def run_baselines(frame: FeatureFrame, config: EnvConfig, rows: range,
                   targets: dict[str, np.ndarray]) -> dict[str, Rollout]:
     """Each baseline's target exposures through the env over ``rows``: same costs and exchange rules as
-    ``config``, continuous target actions. Returns name -> ``Rollout``."""
-    cfg = config.replace(action="continuous")
+    ``config``, continuous target actions, decided every bar and without the agent's risk rules (buy and
+    hold stays buy and hold). Returns name -> ``Rollout``."""
+    cfg = config.replace(action="continuous", risk=None, decide_every=1, turnover_penalty=0.0)
     return {name: run_policy(frame, cfg, rows, target_actor(t)) for name, t in targets.items()}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from spotgym.core import checks
+from spotgym.risk import RiskConfig
 from spotgym.venue import TradingRules, rules_for
 
 __all__ = ["ACTIONS", "FROM_VENUE", "OBS_MODES", "REWARDS", "EnvConfig", "resolve_config"]
@@ -63,6 +64,14 @@ class EnvConfig:
     through undecidable rows in between (one step may then mark several bars). Equity below
     ``ruin_floor`` x ``initial_cash`` terminates the episode (0 = never).
 
+    Risk (``risk``): a ``RiskConfig`` (or a mapping of its rules; ``None`` = no rules) applied between
+    the action's target and the fill in the step kernel (``spotgym.risk.nb``); ``info["risk"]`` holds the
+    bits of the rules that changed the step's decision and ``info["halted"]`` the drawdown halt.
+
+    Cost awareness: ``turnover_penalty`` charges the reward that multiple of the step's traded notional
+    over the equity before it (0 = off; the fee is already in the equity); ``decide_every`` = k makes
+    each action hold for k bars (a step marks them all; the reward is their sum).
+
     Observation (``obs_mode``): ``"box"`` = one float32 vector, the ``window`` x n_features
     feature rows (oldest first, row-major) followed by the account state [exposure, unrealised
     return, log1p(bars in position), cash fraction]; ``"dict"`` = the same two parts as a flat
@@ -88,6 +97,9 @@ class EnvConfig:
     initial_cash: float = 10_000.0
     ruin_floor: float = 0.0
     obs_mode: Literal["box", "dict"] = "box"
+    risk: RiskConfig | None = None
+    turnover_penalty: float = 0.0
+    decide_every: int = 1
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -132,6 +144,17 @@ class EnvConfig:
         set_(self, "dd_penalty", _finite("dd_penalty", self.dd_penalty, 0.0))
         set_(self, "initial_cash", _finite("initial_cash", self.initial_cash, 0.0, lo_open=True))
         set_(self, "ruin_floor", _finite("ruin_floor", self.ruin_floor, 0.0, 1.0, hi_open=True))
+        risk = self.risk
+        if isinstance(risk, Mapping):
+            try:
+                risk = RiskConfig.from_mapping(risk)
+            except ValueError as exc:
+                raise ValueError(f"EnvConfig.risk: {exc}") from None
+        if risk is not None and not isinstance(risk, RiskConfig):
+            raise ValueError(f"EnvConfig.risk must be a RiskConfig, a mapping of its rules or None, got {risk!r}")
+        set_(self, "risk", risk if risk is not None and risk.enabled else None)
+        set_(self, "turnover_penalty", _finite("turnover_penalty", self.turnover_penalty, 0.0))
+        set_(self, "decide_every", _int("decide_every", self.decide_every, 1))
 
     def replace(self, **changes: Any) -> EnvConfig:
         """A copy with some fields changed (validated again)."""
@@ -155,6 +178,7 @@ class EnvConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["levels"] = list(self.levels)
+        out["risk"] = self.risk.to_dict() if self.risk is not None else None
         return out
 
     def trading_rules(self, symbol: str | None) -> TradingRules:

@@ -12,6 +12,7 @@ from gymnasium import spaces
 from spotgym.envs import nb
 from spotgym.envs.config import EnvConfig
 from spotgym.envs.market import MarketData
+from spotgym.risk import nb as risk_nb
 from spotgym.venue import TradingRules
 
 __all__ = ["AccountEngine", "make_params"]
@@ -40,6 +41,7 @@ def make_params(config: EnvConfig, rules: TradingRules) -> np.ndarray:
     p[nb.P_DSR_ETA] = config.dsr_eta
     p[nb.P_TRADE_FRACTION] = config.trade_fraction
     p[nb.P_DEADBAND] = config.deadband
+    p[nb.P_TURNOVER] = config.turnover_penalty
     p[nb.N_P:] = config.levels
     return p
 
@@ -69,7 +71,25 @@ class AccountEngine:
         self.ip[nb.I_WINDOW] = self.window
         self.ip[nb.I_NFEAT] = self.n_features
         self.ip[nb.I_EP_LEN] = config.episode_length or 0
+        self.ip[nb.I_DECIDE_EVERY] = config.decide_every
         self.levels = self.p[nb.N_P:]
+        # the risk layer (spotgym.risk.nb): state per account, parameters, per-row series
+        risk = config.risk
+        self.ip[nb.I_RISK] = int(risk is not None)
+        self.rs = np.zeros((self.n_envs, risk_nb.risk_state_width(risk.max_orders_per_hour if risk else None)),
+                           dtype=np.float64)
+        for i in range(self.n_envs):
+            risk_nb.reset_risk_nb(self.rs, i, config.initial_cash)
+        self.rp = risk_nb.make_risk_params(risk, config.deadband, market.bar_ms)
+        self._kelly_col = None
+        if risk is not None and risk.kelly_column is not None:
+            if risk.kelly_column not in market.columns:
+                raise ValueError(f"risk.kelly_column {risk.kelly_column!r} is not a column of the frame; its columns: "
+                                 f"{list(market.columns)}")
+            self._kelly_col = market.columns.index(risk.kelly_column)
+        self.rx = risk_nb.empty_series(0 if risk is None else len(market))
+        self._rx_rows = 0
+        self._gate_flags = np.zeros(self.n_envs, dtype=np.float64)  # the live seam's last gate, per account
         self.actions = np.zeros(self.n_envs, dtype=np.float64)  # actions as the kernels take them
         self.term_obs = np.zeros((self.n_envs, self.obs_dim), dtype=np.float32)
         self.reset_info = np.zeros((self.n_envs, nb.N_INFO), dtype=np.float64)
@@ -88,6 +108,7 @@ class AccountEngine:
         last decidable row, through any masked rows between them (held, see ``nb.hop_step_nb``)."""
         cfg, m = self.config, self.market
         n = len(m)
+        self._refresh_risk_series()
         last = n - 1 if cfg.end_row is None else min(cfg.end_row, n) - 1  # last row that can be filled at
         ok = m.decidable
         rows = np.arange(cfg.start_row, max(cfg.start_row, last), dtype=np.int64)  # decision rows
@@ -112,6 +133,22 @@ class AccountEngine:
             self.seq_start = int(good[0])
             self.starts = np.array([self.seq_start], dtype=np.int64)
             self.ip[nb.I_SEQ_END] = OPEN_END if self.open_ended else int(good[-1])
+
+    def _refresh_risk_series(self) -> None:
+        """The risk layer's per-row series, extended to the market's rows (live: as bars are appended)."""
+        if not self.ip[nb.I_RISK]:
+            return
+        m, n, start = self.market, len(self.market), self._rx_rows
+        if n == start:
+            return
+        if n > self.rx.shape[0]:
+            grown = risk_nb.empty_series(max(n, 2 * self.rx.shape[0]))
+            grown[:start] = self.rx[:start]
+            self.rx = grown
+        risk_nb.fill_series_nb(self.rx[:n], m.close, m.timestamps_ms, m.bar_ms, start)
+        if self._kelly_col is not None:
+            self.rx[start:n, risk_nb.X_MU] = m.values[start:n, self._kelly_col]
+        self._rx_rows = n
 
     @property
     def seq_end(self) -> int:
@@ -168,12 +205,15 @@ class AccountEngine:
     def fill(self, action: float, open_px: float, volume: float, *, slippage: bool = True,
              i: int = 0) -> tuple[float, float, float]:
         """``(signed qty, price, fee)`` of account ``i`` meeting ``action`` at ``open_px`` as the step kernel
-        fills it (``slippage=False``: no slippage, impact, volume cap or tick rounding: the order a live
-        runner plans at the last close). qty 0 = no trade. Changes nothing."""
+        fills it, risk gate included (``slippage=False``: no slippage, impact, volume cap or tick rounding:
+        the order a live runner plans at the last close). qty 0 = no trade. Changes no account; the risk
+        state takes what the close of the current row says (as the step would; the same row twice changes
+        nothing more)."""
         fs, p = self.fs, self.p
         cash, units = fs[i, nb.CASH], fs[i, nb.UNITS]
-        target, hold = nb.action_target_nb(float(action), self.ip[nb.I_ACTION], self.levels, p[nb.P_TRADE_FRACTION],
-                                           cash, units, float(open_px))
+        target, hold, flags = nb.gate_account_nb(fs, self.ist, i, p, self.ip, self.market.px, self.rs, self.rp,
+                                                 self._rx(), float(action), float(open_px))
+        self._gate_flags[i] = flags
         if hold:
             return 0.0, 0.0, 0.0
         slip, impact, cap, tick = ((p[nb.P_SLIP_BPS], p[nb.P_IMPACT_BPS], p[nb.P_MAX_PART], p[nb.P_TICK])
@@ -187,29 +227,52 @@ class AccountEngine:
         """The row at whose open an order decided on ``row`` fills: the next real bar (len(market) if none yet)."""
         return int(self.market.hops[row, nb.FILL_ROW])
 
+    def _rx(self) -> np.ndarray:
+        return self.rx[: self._rx_rows] if self.ip[nb.I_RISK] else self.rx
+
     def step(self, obs: np.ndarray, info: np.ndarray) -> int:
         """Step every account with ``self.actions``; returns how many finished (``ist[:, DONE]``)."""
         m = self.market
-        return nb.step_accounts_nb(self.actions, self.fs, self.ist, self.p, self.ip, m.vflat, m.px, m.hops, obs, info)
+        return nb.step_accounts_nb(self.actions, self.fs, self.ist, self.p, self.ip, m.vflat, m.px, m.hops, self.rs,
+                                   self.rp, self._rx(), obs, info)
 
     def autoreset(self, next_start: np.ndarray, obs: np.ndarray) -> None:
         """Restart the finished accounts at ``next_start`` (their last observation and the reset
         info land in ``term_obs`` / ``reset_info``)."""
         m = self.market
-        nb.autoreset_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, next_start, obs, self.term_obs,
-                                 self.reset_info)
+        nb.autoreset_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, self.rs, next_start, obs,
+                                 self.term_obs, self.reset_info)
 
     def reset(self, idx: np.ndarray, starts: np.ndarray, obs: np.ndarray, info: np.ndarray) -> None:
         m = self.market
-        nb.reset_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, idx, starts, obs, info)
+        nb.reset_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, self.rs, idx, starts, obs, info)
+        self._gate_flags[idx] = 0.0
 
     def observe(self, obs: np.ndarray, info: np.ndarray) -> None:
         m = self.market
-        nb.observe_accounts_nb(self.fs, self.ist, self.ip, m.vflat, m.px, obs, info)
+        nb.observe_accounts_nb(self.fs, self.ist, self.ip, m.vflat, m.px, self.rs, obs, info)
 
-    def advance(self, obs: np.ndarray, info: np.ndarray) -> None:
+    def advance(self, obs: np.ndarray, info: np.ndarray, equity_before: np.ndarray) -> None:
+        """Mark every account at the next row (``nb.advance_accounts_nb``); the gate flags of the live seam's
+        last decision go to the info once, then clear."""
         m = self.market
-        nb.advance_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, obs, info)
+        nb.advance_accounts_nb(self.fs, self.ist, self.p, self.ip, m.vflat, m.px, self.rs, equity_before,
+                               self._gate_flags, obs, info)
+        self._gate_flags[:] = 0.0
+
+    def record_order(self, i: int = 0) -> None:
+        """Account ``i`` sent an order for its decision at the current row (the order-rate rule counts it)."""
+        if self.ip[nb.I_RISK]:
+            risk_nb.record_order_nb(self.rs, i, self.rp, self.rx[int(self.ist[i, nb.ROW]), risk_nb.X_TIME])
+
+    def reset_halt(self, i: int = 0) -> None:
+        """Lift account ``i``'s drawdown halt by hand (entries resume; the peak restarts at its equity)."""
+        risk_nb.reset_halt_nb(self.rs, i, float(self.fs[i, nb.EQUITY]))
+
+    @property
+    def halted(self) -> np.ndarray:
+        """Per account: whether the drawdown halt is on."""
+        return self.rs[:, risk_nb.R_HALTED] != 0.0
 
     def action_masks(self) -> np.ndarray:
         out = np.zeros((self.n_envs, self.n_mask), dtype=np.bool_)

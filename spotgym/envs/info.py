@@ -42,6 +42,8 @@ INFO_FIELDS: dict[str, tuple[int, type]] = {
     "fee": (nb.INF_FEE, float),
     "step": (nb.INF_STEP, int),
     "price": (nb.INF_PRICE, float),
+    "risk": (nb.INF_RISK, int),
+    "halted": (nb.INF_HALTED, bool),
 }
 _MISSING = object()
 assert [col for col, _ in INFO_FIELDS.values()] == list(range(len(nb.INFO_KEYS)))
@@ -54,6 +56,8 @@ def info_dict(row_values: np.ndarray) -> dict[str, Any]:
     out["row"] = int(out["row"])
     out["step"] = int(out["step"])
     out["trade"] = out["trade"] != 0.0
+    out["risk"] = int(out["risk"])
+    out["halted"] = out["halted"] != 0.0
     return out
 
 

@@ -57,6 +57,13 @@ class MarketData:
         return self._n
 
     @property
+    def bar_ms(self) -> int:
+        """The bar length: the shortest step between open times (one hour when there is a single row)."""
+        if self._n < 2:
+            return 3_600_000
+        return int(np.diff(self.timestamps_ms).min())
+
+    @property
     def open(self) -> np.ndarray:
         return self.px[:, 0]
 

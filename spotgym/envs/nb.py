@@ -14,7 +14,15 @@ Layouts (the column constants below are the contract between the kernels and ``c
   plain path (``HOP``), the row whose open fills its order (``FILL_ROW``: the next real bar) and
   whether row t can be decided on at all (``DECIDABLE``: full valid window, not a synthetic bar);
 - outputs: ``obs`` float32 (N, W * F + 4); ``info`` float64 (N, N_INFO): the fields of
-  ``INFO_KEYS`` and the step's reward (``INF_REWARD``).
+  ``INFO_KEYS`` and the step's reward (``INF_REWARD``);
+- the risk layer's arrays (layouts in ``spotgym.risk.nb``): ``rs`` (N, ...) risk state per account,
+  ``rp`` the rules' parameters, ``rx`` (T, ...) per-row series; read only when ``ip[I_RISK]`` is set.
+
+Between the action's target and the fill sits the risk gate (``risk_gate_nb``) when risk rules are
+configured: it may cap or scale the target, hold the position, or force an exit, and its flags go to
+``info["risk"]``. Cost options: ``P_TURNOVER`` charges the reward ``turnover_penalty`` x the step's
+traded notional / the equity before the step (so the log rewards then sum to less than
+log(final / initial)); ``I_DECIDE_EVERY`` = k holds each decision k bars (the step marks them all).
 
 Few, packed arguments are deliberate: a numba call costs ~0.2 us per array argument, which is
 most of a step at small N.
@@ -54,6 +62,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from spotgym.risk.nb import R_FLAGS, R_HALTED, X_TIME, record_order_nb, reset_risk_nb, risk_gate_nb
+
 # --------------------------------------------------------------------------- layouts
 # fs columns
 CASH, UNITS, EQUITY, FEES, ENTRY, PEAK, DSR_A, DSR_B, FILL_QTY, FILL_ABS, FILL_NOTIONAL, FILL_FEE = range(12)
@@ -63,11 +73,11 @@ ROW, END, BARS, STEPS, TRADED, TERM, TRUNC, DONE = range(8)
 N_IS = 8
 # p (float params)
 (P_FEE, P_SLIP_BPS, P_IMPACT_BPS, P_MAX_PART, P_TICK, P_STEP, P_MIN_QTY, P_MIN_NOTIONAL, P_CASH0, P_RUIN,
- P_DD_PENALTY, P_DSR_ETA, P_TRADE_FRACTION, P_DEADBAND) = range(14)
-N_P = 14  # p[N_P:] holds the target levels
+ P_DD_PENALTY, P_DSR_ETA, P_TRADE_FRACTION, P_DEADBAND, P_TURNOVER) = range(15)
+N_P = 15  # p[N_P:] holds the target levels
 # ip (int params)
-I_ACTION, I_REWARD, I_WINDOW, I_NFEAT, I_EP_LEN, I_SEQ_END = range(6)
-N_IP = 6
+I_ACTION, I_REWARD, I_WINDOW, I_NFEAT, I_EP_LEN, I_SEQ_END, I_RISK, I_DECIDE_EVERY = range(8)
+N_IP = 8
 # hops columns (per row)
 HOP, FILL_ROW, DECIDABLE = range(3)
 ACT_CONTINUOUS, ACT_LEVELS, ACT_BUY_SELL_HOLD = 0, 1, 2
@@ -75,10 +85,10 @@ REW_LOG, REW_DSR, REW_DRAWDOWN = 0, 1, 2
 HOLD, BUY, SELL = 0, 1, 2
 # info columns
 (INF_ROW, INF_EQUITY, INF_CASH, INF_POSITION, INF_EXPOSURE, INF_FEES_PAID, INF_TRADE, INF_FILL_PRICE,
- INF_FILL_QTY, INF_FEE, INF_STEP, INF_PRICE, INF_REWARD) = range(13)
-N_INFO = 13
+ INF_FILL_QTY, INF_FEE, INF_STEP, INF_PRICE, INF_RISK, INF_HALTED, INF_REWARD) = range(15)
+N_INFO = 15
 INFO_KEYS = ("row", "equity", "cash", "position", "exposure", "fees_paid", "trade", "fill_price",
-             "fill_qty", "fee", "step", "price")  # the info dict's keys: columns 0 .. 11
+             "fill_qty", "fee", "step", "price", "risk", "halted")  # the info dict's keys: columns 0 .. 13
 N_ACCOUNT_OBS = 4
 
 _EPS_ROUND = 1e-9  # tolerance (in steps / ticks) for rounding quantities and prices
@@ -400,11 +410,11 @@ def mark_step_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty, 
 
 
 @njit(cache=True, error_model="numpy")
-def hop_step_nb(action, fs, ist, i, p, ip, px, hops):
+def hop_step_nb(action, fs, ist, i, p, ip, px, hops, rs, rp, rx):
     """The step of account ``i`` from a row whose next bar is synthetic or not decidable (see the module
-    doc); returns ``(reward, landing row)``. Bars without a market are held and marked first, the order
-    fills at the open of the next real bar, then undecidable rows are held and marked until a decidable
-    row, the episode's end or ruin."""
+    doc); returns ``(reward, landing row, risk flags)``. Bars without a market are held and marked first,
+    the order fills at the open of the next real bar, then undecidable rows are held and marked until a
+    decidable row, the episode's end or ruin."""
     reward_kind = ip[I_REWARD]
     dsr_eta = p[P_DSR_ETA]
     dd_penalty = p[P_DD_PENALTY]
@@ -416,39 +426,51 @@ def hop_step_nb(action, fs, ist, i, p, ip, px, hops):
         end = last
     fill_row = hops[row, FILL_ROW]
     reward = 0.0
+    flags = 0
+    # the gate judges the account as it stood at the decision (the close of row), before any held bar
+    cash = fs[i, CASH]
+    units = fs[i, UNITS]
+    equity_at_decision = fs[i, EQUITY]
+    entry = fs[i, ENTRY]
+    bars = ist[i, BARS]
     r = row
     while r + 1 < fill_row and r < end:  # synthetic bars: no market, nothing fills, the position is held
         r += 1
         reward += mark_nb(fs, ist, i, r, px[r, 1], reward_kind, dsr_eta, dd_penalty)
         if ruin > 0.0 and fs[i, EQUITY] < ruin:
-            return reward, r
+            return reward, r, flags
     if fill_row <= end:
-        cash = fs[i, CASH]
-        units = fs[i, UNITS]
         open_px = px[fill_row, 0]
         target, hold = action_target_nb(action, ip[I_ACTION], p[N_P:], p[P_TRADE_FRACTION], cash, units, open_px)
+        if ip[I_RISK]:
+            target, hold, flags = risk_gate_nb(rs, i, rp, rx, row, px[row, 1], equity_at_decision, units, entry,
+                                               bars, target, hold)
         if not hold:
             qty, price, fee = sim_fill_nb(target, cash, units, open_px, px[fill_row, 2], p[P_FEE], p[P_SLIP_BPS],
                                           p[P_IMPACT_BPS], p[P_MAX_PART], p[P_TICK], p[P_STEP], p[P_MIN_QTY],
                                           p[P_MIN_NOTIONAL], p[P_DEADBAND])
             if qty != 0.0:
                 apply_fill_nb(fs, ist, i, qty, price, fee)
+                if ip[I_RISK]:
+                    record_order_nb(rs, i, rp, rx[row, X_TIME])
         r = fill_row
         reward += mark_nb(fs, ist, i, r, px[r, 1], reward_kind, dsr_eta, dd_penalty)
     while r < end and hops[r, DECIDABLE] == 0 and not (ruin > 0.0 and fs[i, EQUITY] < ruin):
         r += 1
         reward += mark_nb(fs, ist, i, r, px[r, 1], reward_kind, dsr_eta, dd_penalty)
-    return reward, r
+    return reward, r, flags
 
 
 @njit(cache=True, error_model="numpy")
-def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, obs, info):
+def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, rs, rp, rx, obs, info):
     """One step of every account, in one call; returns how many accounts finished.
 
-    For each account: fill the action at the next open (``sim_fill_nb``, ``apply_fill_nb``), mark at the next
-    close (reward, flags, info, as ``mark_step_nb``), write the observation of the new row. A
-    finished account's observation is its last one; ``autoreset_accounts_nb`` restarts it. A row whose
-    next bar is synthetic or undecidable takes ``hop_step_nb`` instead (never on training episodes).
+    For each account: the action's target through the risk gate (when rules are set), filled at the next
+    open (``sim_fill_nb``, ``apply_fill_nb``), marked at the next close (reward, flags, info, as
+    ``mark_step_nb``; with ``decide_every`` k, held and marked k bars), the observation of the new row
+    written. A finished account's observation is its last one; ``autoreset_accounts_nb`` restarts it. A
+    row whose next bar is synthetic or undecidable takes ``hop_step_nb`` instead (never on training
+    episodes).
     """
     window = ip[I_WINDOW]
     n_feat = ip[I_NFEAT]
@@ -467,6 +489,9 @@ def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, obs, info):
     min_qty = p[P_MIN_QTY]
     min_notional = p[P_MIN_NOTIONAL]
     deadband = p[P_DEADBAND]
+    turnover_penalty = p[P_TURNOVER]
+    risk_on = ip[I_RISK] != 0
+    decide_every = ip[I_DECIDE_EVERY]
     levels = p[N_P:]
     n = actions.shape[0]
     px_w = px.shape[1]
@@ -488,8 +513,10 @@ def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, obs, info):
             prefetch_nb(vflat, (rj + 1) * n_feat)  # its new row
             prefetch_nb(vflat, (rj + 2) * n_feat - 1)
         row = ist[i, ROW]
+        equity_before = fs[i, EQUITY]
+        flags = 0
         if hops[row, HOP]:
-            reward, row_next = hop_step_nb(actions[i], fs, ist, i, p, ip, px, hops)
+            reward, row_next, flags = hop_step_nb(actions[i], fs, ist, i, p, ip, px, hops, rs, rp, rx)
             info[i, INF_REWARD] = reward
             close = px[row_next, 1]
         else:
@@ -502,21 +529,38 @@ def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, obs, info):
             units = fs[i, UNITS]
             open_px = px[row_next, 0]
             target, hold = action_target_nb(actions[i], action_kind, levels, trade_fraction, cash, units, open_px)
+            if risk_on:
+                target, hold, flags = risk_gate_nb(rs, i, rp, rx, row, px[row, 1], equity_before, units,
+                                                   fs[i, ENTRY], ist[i, BARS], target, hold)
             if not hold:
                 qty, price, fee = sim_fill_nb(target, cash, units, open_px, px[row_next, 2], fee_rate, slip_bps,
                                               impact_bps, max_part, tick, step, min_qty, min_notional, deadband)
                 if qty != 0.0:
                     apply_fill_nb(fs, ist, i, qty, price, fee)
+                    if risk_on:
+                        record_order_nb(rs, i, rp, rx[row, X_TIME])
             close = px[row_next, 1]
             # = mark_step_nb(...), written out: called through one more level of inlined helper,
             # this loop ran ~1.2-1.5x slower (numba 0.68)
             info[i, INF_REWARD] = mark_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty)
+            if decide_every > 1:  # hold the decision: mark the following bars while they are plain ones
+                held = 1
+                while held < decide_every and row_next < ist[i, END] and hops[row_next, HOP] == 0 and \
+                        not (ruin > 0.0 and fs[i, EQUITY] < ruin):
+                    row_next += 1
+                    close = px[row_next, 1]
+                    info[i, INF_REWARD] += mark_nb(fs, ist, i, row_next, close, reward_kind, dsr_eta, dd_penalty)
+                    held += 1
+        if turnover_penalty > 0.0 and equity_before > 0.0:
+            info[i, INF_REWARD] -= turnover_penalty * fs[i, FILL_NOTIONAL] / equity_before
         term = ruin > 0.0 and fs[i, EQUITY] < ruin
         trunc = row_next >= ist[i, END]
         ist[i, TERM] = term
         ist[i, TRUNC] = trunc
         ist[i, DONE] = term or trunc
         write_info_nb(info, i, fs, ist, close)
+        info[i, INF_RISK] = flags
+        info[i, INF_HALTED] = rs[i, R_HALTED] if risk_on else 0.0
         clear_fills_nb(fs, ist, i)
         n_done += ist[i, DONE]
         write_obs_nb(obs, i, vflat, row_next, window, n_feat, fs, ist, close)
@@ -524,7 +568,7 @@ def step_accounts_nb(actions, fs, ist, p, ip, vflat, px, hops, obs, info):
 
 
 @njit(cache=True, error_model="numpy")
-def autoreset_accounts_nb(fs, ist, p, ip, vflat, px, next_start, obs, term_obs, reset_info):
+def autoreset_accounts_nb(fs, ist, p, ip, vflat, px, rs, next_start, obs, term_obs, reset_info):
     """Restart every finished account (SB3's auto-reset): its last observation goes to
     ``term_obs``, it restarts at ``next_start[i]`` (drawn by the caller), the reset info goes to
     ``reset_info`` and its first observation to ``obs``."""
@@ -537,13 +581,16 @@ def autoreset_accounts_nb(fs, ist, p, ip, vflat, px, next_start, obs, term_obs, 
                 term_obs[i, k] = obs[i, k]
             start = next_start[i]
             reset_account_nb(fs, ist, i, start, episode_end_nb(start, ip), cash0)
+            reset_risk_nb(rs, i, cash0)
             close = px[start, 1]
             write_info_nb(reset_info, i, fs, ist, close)
+            reset_info[i, INF_RISK] = 0.0
+            reset_info[i, INF_HALTED] = 0.0
             write_obs_nb(obs, i, vflat, start, window, n_feat, fs, ist, close)
 
 
 @njit(cache=True, error_model="numpy")
-def reset_accounts_nb(fs, ist, p, ip, vflat, px, idx, starts, obs, info):
+def reset_accounts_nb(fs, ist, p, ip, vflat, px, rs, idx, starts, obs, info):
     """Reset accounts ``idx`` to start at ``starts`` (same length); write their obs and info."""
     window = ip[I_WINDOW]
     n_feat = ip[I_NFEAT]
@@ -551,26 +598,36 @@ def reset_accounts_nb(fs, ist, p, ip, vflat, px, idx, starts, obs, info):
         i = idx[j]
         start = starts[j]
         reset_account_nb(fs, ist, i, start, episode_end_nb(start, ip), p[P_CASH0])
+        reset_risk_nb(rs, i, p[P_CASH0])
         close = px[start, 1]
         write_info_nb(info, i, fs, ist, close)
+        info[i, INF_RISK] = 0.0
+        info[i, INF_HALTED] = 0.0
         write_obs_nb(obs, i, vflat, start, window, n_feat, fs, ist, close)
 
 
 @njit(cache=True, error_model="numpy")
-def advance_accounts_nb(fs, ist, p, ip, vflat, px, obs, info):
+def advance_accounts_nb(fs, ist, p, ip, vflat, px, rs, equity_before, flags, obs, info):
     """Mark every account at the next row's close and write its observation, without filling
-    any order: the second half of a step, for fills that came from a broker (``apply_fill_nb``)."""
+    any order: the second half of a step, for fills that came from a broker (``apply_fill_nb``).
+    ``equity_before`` (the equity the step's turnover is charged against) and ``flags`` (the risk gate's,
+    0 on a bar without a decision) are per account."""
     window = ip[I_WINDOW]
     n_feat = ip[I_NFEAT]
     for i in range(fs.shape[0]):
         row_next = ist[i, ROW] + 1
         close = px[row_next, 1]
+        notional = fs[i, FILL_NOTIONAL]
         mark_step_nb(fs, ist, i, row_next, close, ip[I_REWARD], p[P_DSR_ETA], p[P_DD_PENALTY], p[P_RUIN], info)
+        if p[P_TURNOVER] > 0.0 and equity_before[i] > 0.0:
+            info[i, INF_REWARD] -= p[P_TURNOVER] * notional / equity_before[i]
+        info[i, INF_RISK] = flags[i]
+        info[i, INF_HALTED] = rs[i, R_HALTED] if ip[I_RISK] else 0.0
         write_obs_nb(obs, i, vflat, row_next, window, n_feat, fs, ist, close)
 
 
 @njit(cache=True, error_model="numpy")
-def observe_accounts_nb(fs, ist, ip, vflat, px, obs, info):
+def observe_accounts_nb(fs, ist, ip, vflat, px, rs, obs, info):
     """Observation and info of every account at its current row (no state change)."""
     window = ip[I_WINDOW]
     n_feat = ip[I_NFEAT]
@@ -579,6 +636,8 @@ def observe_accounts_nb(fs, ist, ip, vflat, px, obs, info):
         close = px[row, 1]
         write_obs_nb(obs, i, vflat, row, window, n_feat, fs, ist, close)
         write_info_nb(info, i, fs, ist, close)
+        info[i, INF_RISK] = rs[i, R_FLAGS] if ip[I_RISK] else 0.0
+        info[i, INF_HALTED] = rs[i, R_HALTED] if ip[I_RISK] else 0.0
 
 
 @njit(cache=True, error_model="numpy")
@@ -614,6 +673,22 @@ def action_masks_nb(fs, ist, p, ip, px, out):
         else:
             for j in range(out.shape[1]):
                 out[i, j] = True
+
+
+@njit(cache=True, error_model="numpy")
+def gate_account_nb(fs, ist, i, p, ip, px, rs, rp, rx, action, open_px):
+    """``(target, hold, flags)`` of account ``i``'s ``action`` at its current row, through the risk gate when
+    rules are set: what the step kernel decides before its fill, for the live seam (``AccountEngine.fill``).
+    ``open_px`` is the price the target is met at (buy_sell_hold steps from the exposure there)."""
+    cash = fs[i, CASH]
+    units = fs[i, UNITS]
+    target, hold = action_target_nb(action, ip[I_ACTION], p[N_P:], p[P_TRADE_FRACTION], cash, units, open_px)
+    flags = 0
+    if ip[I_RISK]:
+        row = ist[i, ROW]
+        target, hold, flags = risk_gate_nb(rs, i, rp, rx, row, px[row, 1], fs[i, EQUITY], units, fs[i, ENTRY],
+                                           ist[i, BARS], target, hold)
+    return target, hold, flags
 
 
 # --------------------------------------------------------------------------- episode bounds

@@ -57,6 +57,7 @@ class TradingEnv(gym.Env):
         self.observation_space = self.engine.observation_space
         self._obs = np.zeros((1, self.engine.obs_dim), dtype=np.float32)
         self._info = np.zeros((1, nb.N_INFO), dtype=np.float64)
+        self._equity_before = np.zeros(1, dtype=np.float64)  # what advance() charges a turnover penalty against
         self._needs_reset = True
 
     # ------------------------------------------------------------------ gymnasium API
@@ -72,6 +73,7 @@ class TradingEnv(gym.Env):
             raise ValueError(f"start_row {start} is not a valid episode start "
                              f"(valid: {eng.starts[:5].tolist()}... {eng.starts.size} rows)")
         eng.reset(eng.all_idx, np.array([int(start)], dtype=np.int64), self._obs, self._info)
+        self._equity_before[0] = eng.fs[0, nb.EQUITY]
         self._needs_reset = False
         return self._observation(), info_dict(self._info[0])
 
@@ -127,6 +129,7 @@ class TradingEnv(gym.Env):
         if qty > 0.0 and qty * price + fee > fs[0, nb.CASH] * (1.0 + 1e-9):
             raise ValueError(f"fill costs {qty * price + fee} but the account has {fs[0, nb.CASH]} cash")
         nb.apply_fill_nb(fs, self.engine.ist, 0, qty, price, fee)
+        self.engine.record_order(0)
 
     def advance(self):
         """Mark the account at the next row's close and move there (one bar, no order): with the fills
@@ -134,7 +137,8 @@ class TradingEnv(gym.Env):
         says whether the new row can carry a decision (else hold and advance again)."""
         self._check_running()
         self._check_row(self.row + 1)
-        self.engine.advance(self._obs, self._info)
+        self.engine.advance(self._obs, self._info, self._equity_before)
+        self._equity_before[0] = self.engine.fs[0, nb.EQUITY]
         obs, reward, term, trunc, info = self._result()
         info["decidable"] = bool(self.market.decidable[self.row])
         return obs, reward, term, trunc, info
@@ -166,6 +170,15 @@ class TradingEnv(gym.Env):
     @property
     def position(self) -> float:
         return float(self.engine.fs[0, nb.UNITS])
+
+    @property
+    def halted(self) -> bool:
+        """Whether the risk layer's drawdown halt is on (no entries until ``reset_halt`` or its cool-down)."""
+        return bool(self.engine.halted[0])
+
+    def reset_halt(self) -> None:
+        """Lift the drawdown halt by hand: entries resume and the peak restarts at the current equity."""
+        self.engine.reset_halt(0)
 
     # ------------------------------------------------------------------ helpers
     def _observation(self):

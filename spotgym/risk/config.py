@@ -1,28 +1,29 @@
 """``RiskConfig``: the ``risk:`` section of an experiment and of a live config, validated on construction.
 
-Every rule is off unless its key is given. The rules run inside the env's step path (a kernel step
-between the action's target and the fill, so training, backtest and live apply them alike); until that
-step exists an enabled rule is refused where a run starts (``RiskConfig.require_none_enabled``) rather
-than silently ignored.
+Every rule is off unless its key is given. The rules run inside the env's step path (``spotgym.risk.nb``:
+a kernel step between the action's target and the fill), so training, backtest and live apply them alike;
+``EnvConfig(risk=...)`` carries them to every env.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from spotgym.core import checks
 
-__all__ = ["RISK_RULES", "RiskConfig", "RiskNotApplied"]
+__all__ = ["DEFAULT_VOL_WINDOW", "RISK_RULES", "RiskConfig"]
 
 # rule -> what it does (the help text of the risk: section)
 RISK_RULES: dict[str, str] = {
     "max_exposure": "cap on the fraction of equity held in the asset (0..1)",
     "vol_target": "annualised volatility the position is scaled to, from causal realised volatility",
-    "vol_window": "bars of realised volatility behind vol_target",
-    "kelly_fraction": "fraction of the Kelly position from the predictors' forecast (0..1)",
+    "vol_window": "bars of realised volatility behind vol_target and kelly_fraction (default 168)",
+    "kelly_fraction": "cap the position at this fraction of the Kelly one, forecast / variance per bar (0..1)",
+    "kelly_column": "the frame column of the return forecast behind kelly_fraction (e.g. lstm_ret_h1)",
     "stop_loss": "exit when the close falls this fraction below the entry price",
     "take_profit": "exit when the close rises this fraction above the entry price",
     "trailing_stop": "exit when the close falls this fraction below the highest close since entry",
@@ -35,10 +36,8 @@ RISK_RULES: dict[str, str] = {
 _FRACTIONS = ("max_exposure", "kelly_fraction", "stop_loss", "take_profit", "trailing_stop", "max_drawdown",
               "daily_loss_limit")
 _COUNTS = ("vol_window", "halt_cooldown_bars", "max_orders_per_hour", "min_holding_bars")
-
-
-class RiskNotApplied(ValueError):
-    """A risk rule is configured that the env's step path does not apply yet."""
+DEFAULT_VOL_WINDOW = 168
+MAX_ORDERS_PER_HOUR = 3600  # one slot of per-account state each: a bound that keeps the state small
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,7 @@ class RiskConfig:
     vol_target: float | None = None
     vol_window: int | None = None
     kelly_fraction: float | None = None
+    kelly_column: str | None = None
     stop_loss: float | None = None
     take_profit: float | None = None
     trailing_stop: float | None = None
@@ -67,8 +67,16 @@ class RiskConfig:
                                                allow_none=True))
         for name in _COUNTS:
             set_(self, name, checks.integer("RiskConfig", name, getattr(self, name), 1, allow_none=True))
-        if self.vol_window is not None and self.vol_target is None:
-            checks.fail("RiskConfig", "vol_window", "needs vol_target", self.vol_window)
+        if self.vol_window is not None and self.vol_target is None and self.kelly_fraction is None:
+            checks.fail("RiskConfig", "vol_window", "needs vol_target or kelly_fraction", self.vol_window)
+        if (self.kelly_fraction is None) != (self.kelly_column is None):
+            raise ValueError("RiskConfig.kelly_fraction and RiskConfig.kelly_column go together: the Kelly cap needs "
+                             "the column of a return forecast (e.g. kelly_column: lstm_ret_h1)")
+        if self.kelly_column is not None and not isinstance(self.kelly_column, str):
+            checks.fail("RiskConfig", "kelly_column", "must be a column name", self.kelly_column)
+        if self.max_orders_per_hour is not None and self.max_orders_per_hour > MAX_ORDERS_PER_HOUR:
+            checks.fail("RiskConfig", "max_orders_per_hour", f"must be <= {MAX_ORDERS_PER_HOUR}",
+                        self.max_orders_per_hour)
         if self.halt_cooldown_bars is not None and self.max_drawdown is None:
             checks.fail("RiskConfig", "halt_cooldown_bars", "needs max_drawdown", self.halt_cooldown_bars)
 
@@ -89,8 +97,9 @@ class RiskConfig:
         """The rules that are on (their keys given)."""
         return tuple(k for k, v in dataclasses.asdict(self).items() if v is not None)
 
-    def require_none_enabled(self) -> None:
-        """Refuse to start a run whose risk rules would not be applied by the env."""
-        if self.enabled:
-            raise RiskNotApplied(f"risk rule(s) {list(self.enabled)} are configured but the env does not apply risk "
-                                 "rules yet; remove them (an unapplied rule would give numbers you did not ask for)")
+    @property
+    def kelly_horizon(self) -> int:
+        """Bars the Kelly column forecasts over (its ``_h<N>`` suffix; 1 without one): the per-bar mean
+        is the forecast / N."""
+        match = re.search(r"_h(\d+)$", self.kelly_column or "")
+        return int(match.group(1)) if match else 1

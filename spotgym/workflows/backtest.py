@@ -1,5 +1,6 @@
 """``spotgym backtest RUN_DIR``: the trained policy and the baselines over one split, one pass each, through the
-same env; writes metrics.json, trades.csv, equity.csv and report.html."""
+same env; writes metrics.json, trades.csv, decisions.csv (every decision and what the risk rules made of it),
+equity.csv and report.html."""
 
 from __future__ import annotations
 
@@ -103,6 +104,7 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
     baseline_metrics = {name: r.metrics(exp.data.timeframe) for name, r in baseline_runs.items()}
     write_metrics_json(out_dir / "metrics.json", agent_metrics, baseline_metrics)
     agent.trades.to_csv(out_dir / "trades.csv", index=False)
+    agent.decisions.to_csv(out_dir / "decisions.csv", index=False)
     equity = agent.equity_frame()
     equity["buy_and_hold"] = baseline_runs["buy_and_hold"].equity.to_numpy()
     equity.to_csv(out_dir / "equity.csv", index=False)

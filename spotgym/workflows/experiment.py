@@ -181,9 +181,14 @@ class Experiment:
         return FrameSpec(features, predictors)
 
     def env_config(self, **overrides: Any) -> EnvConfig:
-        """The ``EnvConfig`` of ``env`` (keyword overrides for e.g. the evaluation row range)."""
+        """The ``EnvConfig`` of ``env`` with the ``risk`` section's rules (keyword overrides for e.g. the
+        evaluation row range)."""
+        if "risk" in self.env:
+            raise ExperimentError("env.risk: the risk rules are a section of their own: move them to a top-level "
+                                  "'risk:' block")
+        risk = self.risk_config()
         try:
-            return EnvConfig.from_mapping({**self.env, **overrides})
+            return EnvConfig.from_mapping({**self.env, "risk": risk if risk.enabled else None, **overrides})
         except ValueError as exc:
             raise ExperimentError(f"env: {exc}") from None
 

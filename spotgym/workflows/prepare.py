@@ -99,7 +99,6 @@ def prepare(exp: Experiment, bars: pd.DataFrame | None = None, *, progress: bool
     """Load bars, build the frame (indicators + out-of-fold predictor columns, cached on disk), split the rows
     the env can trade into the evaluation's walk-forward folds, and resolve the symbol's trading rules."""
     exp.validate()
-    exp.risk_config().require_none_enabled()
     client = None
     if bars is None:
         bars, client = load_experiment_bars(exp)

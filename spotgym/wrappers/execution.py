@@ -79,6 +79,9 @@ class ExecutionEnv(gym.Wrapper):
         self.fills.extend(pending)
         total = 0.0
         booked: dict[str, Any] | None = None
+        gate_flags = 0
+        bars = 0
+        hold_for = env.config.decide_every  # the kernel holds a decision that many bars (fewer at a gap)
         while True:
             if env.row + 1 >= len(env.market):
                 rows = self.feed.next_rows()
@@ -94,11 +97,14 @@ class ExecutionEnv(gym.Wrapper):
                 applied = True
             obs, reward, terminated, truncated, info = env.advance()
             total += reward
+            bars += 1
+            gate_flags |= info["risk"]
             if applied:
                 booked = {k: info[k] for k in _FILL_KEYS}
             self._last = (obs, info)
-            if terminated or truncated or (info["decidable"] and not pending):
+            if terminated or truncated or (info["decidable"] and not pending and bars >= hold_for):
                 break
         if booked is not None:
             info.update(booked)
+        info["risk"] = gate_flags
         return obs, total, terminated, truncated, info

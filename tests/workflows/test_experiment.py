@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from spotgym.cli import main
+from spotgym.risk import RiskConfig
 from spotgym.workflows.experiment import ExperimentError, load_experiment
 
 prepare_module = importlib.import_module("spotgym.workflows.prepare")  # the package exports the function
@@ -80,11 +81,11 @@ def test_cli_reports_a_bad_algorithm_in_one_line_before_loading_data(base, no_da
         assert err.startswith("error: agent.algo: unknown algorithm 'ppo2'") and err.count("\n") == 1
 
 
-def test_enabled_risk_rules_are_refused_not_ignored(base, tmp_path):
-    exp = load_experiment(base, ["risk.max_drawdown=0.1", f"run.dir={tmp_path / 'r'}"])
-    assert exp.risk_config().enabled == ("max_drawdown",)
-    with pytest.raises(ValueError, match=r"risk rule\(s\) \['max_drawdown'\] are configured but the env does not"):
-        prepare_module.prepare(exp)
+def test_risk_rules_reach_the_env_config(base, tmp_path):
+    exp = load_experiment(base, ["risk.max_drawdown=0.1", "risk.stop_loss=0.05", f"run.dir={tmp_path / 'r'}"])
+    assert exp.risk_config().enabled == ("stop_loss", "max_drawdown")
+    assert exp.env_config().risk == RiskConfig(max_drawdown=0.1, stop_loss=0.05)
+    assert load_experiment(base).env_config().risk is None
 
 
 def test_the_trading_rules_follow_the_experiments_symbol(base, eth_1h_path, tmp_path):
