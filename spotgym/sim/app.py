@@ -237,12 +237,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info") -> None:
-    """Run ``app`` in this thread until interrupted (``spotgym sim serve``)."""
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8765, log_level: str = "info",
+          ws_compression: bool = False) -> None:
+    """Run ``app`` in this thread until interrupted (``spotgym sim serve``). ``ws_compression``: accept
+    permessage-deflate on websockets as Binance does (off by default: on loopback it only costs CPU)."""
     sock = _bind(host, port)
     url = f"http://{host}:{sock.getsockname()[1]}"
     server = _Server(uvicorn.Config(app, log_level=log_level, access_log=False, ws_ping_interval=20,
-                                    timeout_graceful_shutdown=2), url, announce=True)
+                                    ws_per_message_deflate=ws_compression, timeout_graceful_shutdown=2), url,
+                     announce=True)
     server.run(sockets=[sock])
 
 
@@ -255,8 +258,8 @@ def serve_in_thread(app: FastAPI, *, host: str = "127.0.0.1", startup_timeout: f
     """
     sock = _bind(host, 0)
     port = sock.getsockname()[1]
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2),
-                     f"http://{host}:{port}", announce=False)
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, ws_per_message_deflate=False,
+                                    timeout_graceful_shutdown=2), f"http://{host}:{port}", announce=False)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"spotgym-sim:{port}", daemon=True)
     thread.start()
     try:

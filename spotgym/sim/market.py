@@ -263,10 +263,11 @@ class Market:
         when ``closed``)."""
         at = now - 1 if closed else now
         open_time = at - at % interval_ms
-        rows = self.kline_rows(interval_ms, open_time, None, 1, at)
-        if not rows or rows[0][0] != open_time:
+        first = int(np.searchsorted(self.timestamps, open_time, side="left"))  # its bars only: O(1) in history
+        stop = self._bar_index(at) + 1
+        if stop <= first:
             return None
-        r = rows[0]
+        r = self._kline_row(open_time, first, stop, interval_ms, at)
         return {"e": "kline", "E": now, "s": self.market_id,
                 "k": {"t": r[0], "T": r[6], "s": self.market_id, "i": interval, "f": -1, "L": -1, "o": r[1],
                       "c": r[4], "h": r[2], "l": r[3], "v": r[5], "n": r[8], "x": closed, "q": r[7], "V": r[9],

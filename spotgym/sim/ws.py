@@ -246,12 +246,16 @@ async def _sender(conn: Connection, hub: StreamHub) -> None:
     getter: asyncio.Task | None = None
     try:
         while True:
-            if getter is None:
-                getter = asyncio.get_running_loop().create_task(conn.queue.get())
-            done, _ = await asyncio.wait({getter}, timeout=IDLE_CHECK_S)
             item: tuple[str, int] | None | bool = False  # False: nothing to send, a check only
-            if done:
-                item, getter = getter.result(), None
+            if getter is None:
+                try:  # the fast path while frames are queued: no task, no wait per frame
+                    item = conn.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    getter = asyncio.get_running_loop().create_task(conn.queue.get())
+            if getter is not None:
+                done, _ = await asyncio.wait({getter}, timeout=IDLE_CHECK_S)
+                if done:
+                    item, getter = getter.result(), None
             maintenance = item is not None and faults.maintenance()
             if maintenance:
                 faults.note("maintenance", ",".join(sorted(conn.labels)) or "ws")
