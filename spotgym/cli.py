@@ -75,10 +75,11 @@ def _data_resample(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from spotgym.workflows.experiment import load_experiment
-    from spotgym.workflows.train import train
+    from spotgym.workflows.train import selection_summary, train
 
     exp = load_experiment(args.experiment, args.set)
     run_dir = train(exp, progress=not args.quiet)
+    print(f"selection:     {selection_summary(run_dir)}")
     print(f"run directory: {run_dir}")
     print(f"TensorBoard:   tensorboard --logdir {run_dir / 'tensorboard'}")
     print(f"backtest:      spotgym backtest {run_dir}")
@@ -88,9 +89,9 @@ def _train(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     from spotgym.workflows.backtest import backtest
 
-    out = backtest(args.run_dir, split=args.split, data=args.data, out=args.out)
+    out = backtest(args.run_dir, split=args.split, data=args.data, out=args.out, checkpoint=args.checkpoint)
     print(f"report:        {out / 'report.html'}")
-    print(f"metrics:       {out / 'metrics.json'} (trades.csv, equity.csv beside it)")
+    print(f"metrics:       {out / 'metrics.json'} (trades.csv, decisions.csv, equity.csv beside it)")
     return 0
 
 
@@ -190,7 +191,7 @@ def _sim_serve(args: argparse.Namespace) -> int:
     print(f"sim: {', '.join(f'{m.symbol} ({len(m.timestamps):,} bars)' for m in ex.markets.values())}, market clock "
           f"at {pd.Timestamp(ex.now(), unit='ms', tz='UTC').isoformat()}, {app.state.clock_mode}", flush=True)
     print(f"sim: API key {key}  secret {secret}", flush=True)
-    serve(app, host=args.host, port=args.port, log_level=args.log_level)
+    serve(app, host=args.host, port=args.port, log_level=args.log_level, ws_compression=args.ws_compression)
     return 0
 
 
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--split", default="test", choices=["val", "test"], help="which split of the run's data")
     bt.add_argument("--data", default=None, help="backtest over every usable bar of another file of the same market")
     bt.add_argument("--out", default=None, help="output directory (default RUN_DIR/backtest/<split>)")
+    bt.add_argument("--checkpoint", action="store_true",
+                    help="trade the kept checkpoint even when the run selected cash (nothing beat cash on validation): "
+                         "to see what was rejected")
     bt.set_defaults(func=_backtest)
 
     tu = sub.add_parser("tune", help="Optuna (TPE) hyper-parameter search on the validation split; resumable, "
@@ -324,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--ticks-per-bar", type=int, default=4, help="trades per bar of the intrabar path (>= 4)")
     sv.add_argument("--event-log", default=None, metavar="FILE",
                     help="append every event (market streams with subscribers, trades, user data) to FILE")
+    sv.add_argument("--ws-compression", action="store_true",
+                    help="accept permessage-deflate on websockets, as Binance does (off: on loopback it only costs CPU)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_sim_serve)
     return parser

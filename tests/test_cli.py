@@ -109,7 +109,7 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     exp.write_text("name: x\nagent: {algo: ppo}\n")
     assert main(["train", str(exp), "--set", "agent.timestep=5"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "error: agent.timestep: unknown key; known: ['algo', 'device', 'eval_every', 'n_envs', 'params', "
-        "'policy', 'timesteps']")
+        "error: agent.timestep: unknown key; known: ['algo', 'device', 'ensemble', 'eval_every', 'n_envs', "
+        "'params', 'policy', 'timesteps']")
     assert main(["backtest", str(tmp_path)]) == 2
     assert "not a spotgym run directory" in capsys.readouterr().err

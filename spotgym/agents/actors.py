@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from spotgym.envs import Actor
+from spotgym.agents.ensemble import cash_action
+from spotgym.envs import Actor, EnvConfig
 
-__all__ = ["model_actor", "target_actor"]
+__all__ = ["cash_actor", "model_actor", "target_actor"]
 
 
 def model_actor(model: Any) -> Actor:
@@ -37,5 +38,15 @@ def target_actor(targets: np.ndarray) -> Actor:
 
     def act(obs, info, env):
         return np.array([targets[info["row"]]], dtype=np.float32)
+
+    return act
+
+
+def cash_actor(config: EnvConfig) -> Actor:
+    """An ``Actor`` that goes to cash and stays there: what a run holds when no checkpoint beat cash on validation."""
+    action = cash_action(config)
+
+    def act(obs, info, env):
+        return action
 
     return act

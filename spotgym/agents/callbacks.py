@@ -1,8 +1,9 @@
 """SB3 callbacks: a progress bar, trading scalars for TensorBoard / W&B, and periodic validation
-with best-model keeping."""
+with best-model keeping (a checkpoint is kept only if it beats staying in cash on validation)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,11 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm.auto import tqdm
 
+log = logging.getLogger(__name__)
+
 # Metrics logged for every evaluation (TensorBoard tag: trading/<split>_<key>)
-LOGGED_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "turnover", "fees_paid", "n_trades",
-                  "exposure", "win_rate")
+LOGGED_METRICS = ("total_return", "sharpe", "sortino", "max_drawdown", "turnover", "turnover_annual", "fees_paid",
+                  "n_trades", "exposure", "win_rate")
 
 
 class ProgressBar(BaseCallback):
@@ -69,9 +72,35 @@ class TradingScalars(BaseCallback):
             self.fees.clear()
 
 
+def beats_cash(metrics: dict[str, Any] | None) -> bool:
+    """Whether a validation result is better than staying in cash: a positive total return after fees (cash
+    earns 0 and pays nothing)."""
+    value = (metrics or {}).get("total_return")
+    return value is not None and math.isfinite(value) and value > 0.0
+
+
+def validation_line(timestep: int, metrics: dict[str, Any], kept: bool) -> str:
+    """One line per evaluation: return, Sharpe, drawdown, what trading cost (turnover, fees) and the verdict."""
+    def pct(key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{100 * value:+.1f} %"
+
+    def num(key: str, fmt: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else format(value, fmt)
+
+    verdict = "kept" if kept else ("beats cash" if beats_cash(metrics) else "worse than cash")
+    return (f"val @ {timestep:,}: return {pct('total_return')}, Sharpe {num('sharpe', '.2f')}, max DD "
+            f"{100 * (metrics.get('max_drawdown') or 0):.1f} %, turnover {num('turnover_annual', '.0f')}x/yr, fees "
+            f"{num('fees_paid', ',.0f')}, {num('n_trades', 'd')} trades ({verdict})")
+
+
 class ValidationCallback(BaseCallback):
     """Every ``every`` timesteps: run the deterministic policy over the validation split, log the
-    trading metrics, and save the model when ``select_metric`` improves (``best_path``).
+    trading metrics (and one line with return, Sharpe, drawdown, turnover and fees), and save the model
+    when ``select_metric`` improves (``best_path``) among the checkpoints that beat cash (``beats_cash``).
+    Until one does, the best checkpoint so far is saved too (to inspect), but ``beats_cash`` stays False and
+    the run then holds cash (``selected``).
 
     ``select_mode`` is ``"max"`` (higher is better) or ``"min"`` (e.g. ``max_drawdown``).
     ``on_evaluation(index, metrics)``, when given, is called after every evaluation (index 0, 1, ...);
@@ -95,6 +124,7 @@ class ValidationCallback(BaseCallback):
         self.best_timestep = 0
         self.history: list[dict[str, Any]] = []
         self.stopped_early = False
+        self.found_beats_cash = False
         self._next = every
 
     def _on_step(self) -> bool:
@@ -112,13 +142,26 @@ class ValidationCallback(BaseCallback):
         self.logger.dump(self.num_timesteps)
         score = metrics.get(self.select_metric)
         score = -math.inf if score is None else float(score) if self.select_mode == "max" else -float(score)
-        self.history.append({"timestep": self.num_timesteps, **{k: metrics.get(k) for k in LOGGED_METRICS}})
-        if score > self.best_score or self.best_metrics is None:
+        eligible = beats_cash(metrics)
+        self.history.append({"timestep": self.num_timesteps, **{k: metrics.get(k) for k in LOGGED_METRICS},
+                             "beats_cash": eligible})
+        keep = (eligible and (not self.found_beats_cash or score > self.best_score)) or \
+            (not self.found_beats_cash and not eligible and (score > self.best_score or self.best_metrics is None))
+        if keep:
             self.best_score, self.best_metrics, self.best_timestep = score, metrics, self.num_timesteps
+            self.found_beats_cash = self.found_beats_cash or eligible
             self.model.save(self.best_path)
+        line = validation_line(self.num_timesteps, metrics, keep and eligible)
+        if self.progress is not None and not self.progress.disable:
+            tqdm.write(line)
+        else:
+            log.info(line)
         if self.on_evaluation is not None and self.on_evaluation(len(self.history) - 1, metrics) is False:
             self.stopped_early = True
         if self.progress is not None:
             self.progress.set_postfix(val_sharpe=f"{metrics.get('sharpe') or 0:.2f}",
-                                      best=f"{(self.best_metrics or {}).get(self.select_metric) or 0:.2f}")
+                                      turnover=f"{metrics.get('turnover_annual') or 0:.0f}x/yr",
+                                      fees=f"{metrics.get('fees_paid') or 0:,.0f}",
+                                      best=f"{(self.best_metrics or {}).get(self.select_metric) or 0:.2f}"
+                                      if self.found_beats_cash else "cash")
         return metrics

@@ -21,7 +21,7 @@ from spotgym.backtest.metrics import (
     write_metrics_json,
 )
 from spotgym.backtest.overfitting import dsr_stats, format_overfitting, overfitting_stats, pbo_splits, pbo_stats
-from spotgym.backtest.report import summary_table, walkforward_section, write_report
+from spotgym.backtest.report import decisions_section, summary_table, walkforward_section, write_report
 from spotgym.backtest.stats import (
     DeflatedSharpeResult,
     PBOResult,
@@ -45,6 +45,7 @@ __all__ = [
     "SharpeStats",
     "bars_per_year",
     "compute_metrics",
+    "decisions_section",
     "deflated_sharpe_ratio",
     "drawdown",
     "drawdown_series",

@@ -28,7 +28,7 @@ from spotgym.backtest.metrics import drawdown_series, round_trips, utc_index, va
 from spotgym.backtest.overfitting import format_overfitting
 from spotgym.core import num, pct
 
-__all__ = ["DISPLAY_RULES", "summary_table", "walkforward_section", "write_report"]
+__all__ = ["DISPLAY_RULES", "decisions_section", "summary_table", "walkforward_section", "write_report"]
 
 # candidate display timeframes for downsampling, finest first
 DISPLAY_RULES = ("5min", "15min", "30min", "1h", "2h", "4h", "6h", "12h", "1D", "2D", "3D", "7D", "14D", "28D")
@@ -374,4 +374,26 @@ def walkforward_section(doc: Mapping[str, Any]) -> str:
     parts.append('<div class="sub">The folds\' test blocks follow one another without a gap; each block is rescaled '
                  "to start where the previous ended, and a position open at a block's end is sold at its last close "
                  "paying the fee.</div></div>")
+    return "\n".join(parts)
+
+
+def decisions_section(selection: str | None, decisions: pd.DataFrame | None) -> str:
+    """What decided: the run's model selection (``selection``: one line, e.g. that nothing beat cash on
+    validation) and how often each risk rule changed a decision (from ``decisions.csv``'s ``risk`` column)."""
+    esc = html.escape
+    parts = ['<div class="walkforward">', "<h2 style=\"font-size:17px\">Decisions</h2>", "<ul>"]
+    if selection:
+        parts.append(f"<li>Model selection: {esc(selection)}</li>")
+    if decisions is not None and len(decisions):
+        counts: dict[str, int] = {}
+        for cell in decisions["risk"].fillna(""):
+            for name in str(cell).split("|") if cell else ():
+                counts[name] = counts.get(name, 0) + 1
+        halted = int(decisions["halted"].astype(bool).sum())
+        text = ", ".join(f"{name} {n:,}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        parts.append(f"<li>{len(decisions):,} decisions; the risk rules changed "
+                     f"{int((decisions['risk'].fillna('') != '').sum()):,} of them"
+                     + (f" ({esc(text)})" if text else "") + (f"; {halted:,} taken while halted" if halted else "")
+                     + " (decisions.csv lists each)</li>")
+    parts.append("</ul></div>")
     return "\n".join(parts)

@@ -1,9 +1,11 @@
-"""Envs: numba kernels (``nb.py``) behind ``TradingEnv`` (gymnasium) and ``VecTradingEnv`` (SB3 VecEnv), and
-the ports (``Feed``, ``Broker``, ``Actor``) through which the same env trades live.
+"""Envs: numba kernels (``nb.py``) behind ``TradingEnv`` (gymnasium) and ``VecTradingEnv`` (SB3 VecEnv), with
+``PooledVecEnv`` (one SB3 VecEnv whose accounts trade several symbols), and the ports (``Feed``, ``Broker``,
+``Actor``) through which the same env trades live.
 
-    from spotgym.envs import EnvConfig, TradingEnv, VecTradingEnv
+    from spotgym.envs import EnvConfig, PooledVecEnv, TradingEnv, VecTradingEnv
     env = TradingEnv(frame, EnvConfig(action="levels", episode_length=512))
     venv = VecTradingEnv(frame, 64, EnvConfig(episode_length=512), seed=0)
+    pool = PooledVecEnv([(eth, eth_cfg), (btc, btc_cfg)], 64, seed=0)  # several symbols, one VecEnv
     env = gymnasium.make("spotgym/Trading-v0", frame=frame, fee=0.0)
 """
 
@@ -12,6 +14,7 @@ import gymnasium
 from spotgym.envs.config import ACTIONS, FROM_VENUE, OBS_MODES, REWARDS, EnvConfig
 from spotgym.envs.info import INFO_FIELDS, StepInfo
 from spotgym.envs.market import MarketData, decision_rows
+from spotgym.envs.pooled import PooledVecEnv
 from spotgym.envs.ports import Actor, Broker, Feed, Fill, HistoricalFeed, KernelBroker, Order
 from spotgym.envs.trading_env import TradingEnv
 from spotgym.envs.vec_env import VecTradingEnv
@@ -37,6 +40,7 @@ __all__ = [
     "KernelBroker",
     "MarketData",
     "Order",
+    "PooledVecEnv",
     "StepInfo",
     "TradingEnv",
     "VecTradingEnv",

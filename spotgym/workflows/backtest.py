@@ -11,8 +11,15 @@ from typing import Any
 
 import pandas as pd
 
-from spotgym.agents import baseline_targets, load_model, model_actor
-from spotgym.backtest import run_baselines, run_policy, summary_table, write_metrics_json, write_report
+from spotgym.agents import baseline_targets
+from spotgym.backtest import (
+    decisions_section,
+    run_baselines,
+    run_policy,
+    summary_table,
+    write_metrics_json,
+    write_report,
+)
 from spotgym.data import load_bars
 from spotgym.envs import FROM_VENUE, decision_rows
 from spotgym.predictors import apply_fitted_predictors
@@ -20,6 +27,7 @@ from spotgym.venue import TradingRules
 from spotgym.workflows.errors import ExperimentError
 from spotgym.workflows.experiment import Experiment, load_experiment
 from spotgym.workflows.prepare import Prepared, prepare, resolve_rules
+from spotgym.workflows.train import load_run_actor, selection_summary
 
 __all__ = ["SPLITS", "backtest", "frame_with_fitted_predictors", "rows_between"]
 
@@ -61,8 +69,10 @@ def _run_rules(manifest: dict[str, Any], prepared: Prepared | None, exp: Experim
 
 
 def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
-             out: str | Path | None = None) -> Path:
-    """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``."""
+             out: str | Path | None = None, checkpoint: bool = False) -> Path:
+    """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``. The run's actor
+    trades (cash when its selection found nothing better); ``checkpoint=True`` trades the kept checkpoint
+    regardless."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
@@ -96,8 +106,10 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
     cfg = exp.env_config()
     if cfg.filters == FROM_VENUE:
         cfg = cfg.replace(filters=_run_rules(manifest, prepared, exp))
-    model = load_model(run_dir, exp.agent.algo)
-    agent = run_policy(frame, cfg, rows, model_actor(model))
+    agent = run_policy(frame, cfg, rows, load_run_actor(run_dir, exp, cfg, checkpoint=checkpoint))
+    selection = selection_summary(run_dir) if (run_dir / "metrics.json").is_file() else None
+    if selection and checkpoint:
+        selection += " (this backtest trades the kept checkpoint anyway: --checkpoint)"
     baseline_runs = run_baselines(frame, cfg, rows, baseline_targets(bars, frame))
 
     agent_metrics = agent.metrics(exp.data.timeframe)
@@ -112,6 +124,9 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
     write_report(out_dir / "report.html", bars=shown,
                  equity={exp.agent.algo: agent.equity, **{n: r.equity for n, r in baseline_runs.items()}},
                  trades=agent.trades, metrics={"agent": agent_metrics, "baselines": baseline_metrics},
-                 title=f"{exp.data.symbol} {exp.data.timeframe} — {exp.name} ({label})")
+                 title=f"{exp.data.symbol} {exp.data.timeframe} — {exp.name} ({label})",
+                 sections=(decisions_section(selection, agent.decisions),))
+    if selection:
+        print(f"selection: {selection}")
     print(summary_table(exp.agent.algo, agent_metrics, baseline_metrics))
     return out_dir

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spotgym.agents import baseline_targets, load_model, model_actor
+from spotgym.agents import baseline_targets
 from spotgym.backtest import (
     bars_per_year,
     compute_metrics,
@@ -59,7 +59,7 @@ from spotgym.workflows.errors import ExperimentError, TuneError
 from spotgym.workflows.experiment import apply_values, load_experiment
 from spotgym.workflows.prepare import bars_hash, split_record
 from spotgym.workflows.runs import write_json
-from spotgym.workflows.train import train
+from spotgym.workflows.train import load_run_actor, train
 from spotgym.workflows.tune import prepare_for_tuning, tune, validation_rollout
 
 __all__ = ["FoldOutcome", "evaluate", "load_walkforward"]
@@ -132,12 +132,12 @@ def _run_fold(exp, prepared, k: int, fold_dir: Path, *, tune_trials: int, n_jobs
         r = simple_returns(val.equity)
         sharpes = list(sharpe_ratios(r[:, None])) if len(r) >= 2 else []
         n_configs = 1
-    model = load_model(run_dir, fold_exp.agent.algo)
     frame = prepared.frame
     # the pass over the test block ends on the next block's first bar: the last decision (at the block's last
     # close) fills and is marked there, so the stitched curve has every out-of-sample bar once, no gap
     passed = range(fold.test.start, min(fold.test.stop + 1, len(frame)))
-    agent = run_policy(frame, prepared.env_config(fold_exp), passed, model_actor(model))
+    cfg = prepared.env_config(fold_exp)
+    agent = run_policy(frame, cfg, passed, load_run_actor(run_dir, fold_exp, cfg))
     baselines = run_baselines(frame, prepared.env_config(exp), passed, targets)
     rows = {"train": fold.train, "val": fold.val, "test": fold.test}
     return FoldOutcome(k, rows, run_dir, agent, baselines, n_configs, [float(s) for s in sharpes], matrix, values,

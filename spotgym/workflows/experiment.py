@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 from gymnasium import spaces
 
-from spotgym.agents import algo_spec
+from spotgym.agents import EnsembleConfig, algo_spec
 from spotgym.backtest import Criteria
 from spotgym.core import stable_hash
 from spotgym.data import GAP_POLICIES, timeframe_to_ms
@@ -64,7 +64,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """The SB3 / sb3-contrib algorithm and its hyper-parameters (``params`` go to the constructor)."""
+    """The SB3 / sb3-contrib algorithm and its hyper-parameters (``params`` go to the constructor). ``ensemble``:
+    members trained like this agent with other seeds / algorithms / parameters, or baseline rules, combined
+    into one decision (``spotgym.agents.EnsembleConfig``)."""
 
     algo: str = "ppo"
     policy: str | None = None
@@ -73,6 +75,15 @@ class AgentConfig:
     device: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)
     eval_every: int = 10_000
+    ensemble: dict[str, Any] | None = None
+
+    def ensemble_config(self) -> EnsembleConfig | None:
+        if not self.ensemble:
+            return None
+        try:
+            return EnsembleConfig.from_mapping(self.ensemble)
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from None
 
     def __post_init__(self) -> None:
         if self.timesteps < 1:
@@ -207,16 +218,21 @@ class Experiment:
         self.frame_spec()
         env = self.env_config()
         self.risk_config()
-        try:
-            spec = algo_spec(self.agent.algo)
-        except ValueError as exc:
-            raise ExperimentError(str(exc)) from None
-        wanted = spaces.Box if env.action == "continuous" else spaces.Discrete
-        if wanted not in spec.action_spaces:
-            kinds = " or ".join(s.__name__ for s in spec.action_spaces)
-            fix = "continuous" if spaces.Box in spec.action_spaces else "levels or buy_sell_hold"
-            raise ExperimentError(f"agent.algo: {self.agent.algo} needs a {kinds} action space but env.action "
-                                  f"{env.action!r} gives a {wanted.__name__} one; set env.action to {fix}")
+        ensemble = self.agent.ensemble_config()
+        algos = [("agent.algo", self.agent.algo)]
+        if ensemble is not None:
+            algos += [(f"agent.ensemble member {m.name}: algo", m.algo) for m in ensemble.members if m.algo]
+        for where, algo in algos:
+            try:
+                spec = algo_spec(algo)
+            except ValueError as exc:
+                raise ExperimentError(f"{where}: {exc}".replace("agent.algo: agent.algo:", "agent.algo:")) from None
+            wanted = spaces.Box if env.action == "continuous" else spaces.Discrete
+            if wanted not in spec.action_spaces:
+                kinds = " or ".join(s.__name__ for s in spec.action_spaces)
+                fix = "continuous" if spaces.Box in spec.action_spaces else "levels or buy_sell_hold"
+                raise ExperimentError(f"{where}: {algo} needs a {kinds} action space but env.action "
+                                      f"{env.action!r} gives a {wanted.__name__} one; set env.action to {fix}")
         if env.filters == FROM_VENUE and self.data.path is not None:
             try:  # offline (a data file): the rules must be in the shipped snapshot
                 rules_for(self.data.symbol, self.data.exchange)

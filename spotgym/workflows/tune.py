@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spotgym.agents import load_model, model_actor
 from spotgym.backtest import Rollout, overfitting_stats, run_policy, simple_returns
 from spotgym.backtest.tune_report import write_tune_report
 from spotgym.core import stable_hash
@@ -59,7 +58,7 @@ from spotgym.workflows.experiment import Experiment, apply_values, load_experime
 from spotgym.workflows.prepare import Prepared, bars_hash, env_rows_config, prepare
 from spotgym.workflows.runs import write_json
 from spotgym.workflows.search_space import TuneConfig, max_window, suggest_values
-from spotgym.workflows.train import train
+from spotgym.workflows.train import load_run_actor, train
 
 __all__ = ["TuneError", "TuneResult", "decode_returns", "encode_returns", "prepare_for_tuning", "returns_matrix",
            "tune", "tuning_fingerprint", "validation_rollout"]
@@ -225,10 +224,11 @@ def _live_states():
 
 
 def validation_rollout(run_dir: Path, exp: Experiment, prepared: Prepared, fold: int) -> Rollout:
-    """The run's kept model (``model.zip``) over the fold's validation rows, one deterministic pass."""
+    """The run's actor (its kept model, or cash when nothing beat cash) over the fold's validation rows, one
+    deterministic pass."""
     rows = prepared.folds[fold].val
-    model = load_model(run_dir, exp.agent.algo)
-    return run_policy(prepared.frame, env_rows_config(exp, prepared, rows, training=False), rows, model_actor(model))
+    cfg = env_rows_config(exp, prepared, rows, training=False)
+    return run_policy(prepared.frame, cfg, rows, load_run_actor(run_dir, exp, cfg))
 
 
 class Objective:

@@ -89,9 +89,24 @@ def test_tensorboard_and_wandb_receive_trading_scalars(trained):
     assert b"trading/val_sharpe" in blob and b"train/value_loss" in blob
 
 
+def test_a_run_whose_checkpoints_lose_to_cash_holds_cash(trained, capsys):
+    run = trained[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    # 512 steps of PPO: every checkpoint lost money on validation (fees), so the run keeps none of them
+    assert [h["beats_cash"] for h in metrics["history"]] == [h["total_return"] > 0 for h in metrics["history"]]
+    assert metrics["selected"] == "cash" and not metrics["beats_cash"]
+    assert main(["backtest", str(run), "--out", str(run / "bt_selected")]) == 0
+    out = capsys.readouterr().out
+    assert "selection: no checkpoint beat staying in cash on validation" in out
+    assert len(pd.read_csv(run / "bt_selected" / "trades.csv")) == 0
+    decisions = pd.read_csv(run / "bt_selected" / "decisions.csv")
+    assert (decisions["position"] == 0).all() and len(decisions) > 100
+    assert "no checkpoint beat staying in cash" in (run / "bt_selected" / "report.html").read_text()
+
+
 def test_backtest_writes_four_artifacts_that_reconcile(trained, capsys, eth_1h_path):
     run = trained[0]
-    assert main(["backtest", str(run)]) == 0
+    assert main(["backtest", str(run), "--checkpoint"]) == 0  # the kept checkpoint, though it lost to cash
     out = run / "backtest" / "test"
     assert "buy_and_hold" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
