@@ -26,7 +26,7 @@ from spotgym.predictors import apply_fitted_predictors
 from spotgym.venue import TradingRules
 from spotgym.workflows.errors import ExperimentError
 from spotgym.workflows.experiment import Experiment, load_experiment
-from spotgym.workflows.prepare import Prepared, prepare, resolve_rules
+from spotgym.workflows.prepare import Prepared, pool_rows, prepare, resolve_rules
 from spotgym.workflows.train import load_run_actor, selection_summary
 
 __all__ = ["SPLITS", "backtest", "frame_with_fitted_predictors", "rows_between"]
@@ -68,6 +68,28 @@ def _run_rules(manifest: dict[str, Any], prepared: Prepared | None, exp: Experim
     return resolve_rules(exp)[0]
 
 
+def _backtest_one(exp: Experiment, frame, bars: pd.DataFrame, rows: range, cfg, actor, out_dir: Path, title: str,
+                  selection: str | None) -> None:
+    """One symbol's backtest: the actor and the baselines over ``rows``, the five artifacts in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    agent = run_policy(frame, cfg, rows, actor)
+    baseline_runs = run_baselines(frame, cfg, rows, baseline_targets(bars, frame))
+    agent_metrics = agent.metrics(exp.data.timeframe)
+    baseline_metrics = {name: r.metrics(exp.data.timeframe) for name, r in baseline_runs.items()}
+    write_metrics_json(out_dir / "metrics.json", agent_metrics, baseline_metrics)
+    agent.trades.to_csv(out_dir / "trades.csv", index=False)
+    agent.decisions.to_csv(out_dir / "decisions.csv", index=False)
+    equity = agent.equity_frame()
+    equity["buy_and_hold"] = baseline_runs["buy_and_hold"].equity.to_numpy()
+    equity.to_csv(out_dir / "equity.csv", index=False)
+    shown = bars.iloc[rows.start: rows.stop + 1]
+    write_report(out_dir / "report.html", bars=shown,
+                 equity={exp.agent.algo: agent.equity, **{n: r.equity for n, r in baseline_runs.items()}},
+                 trades=agent.trades, metrics={"agent": agent_metrics, "baselines": baseline_metrics},
+                 title=title, sections=(decisions_section(selection, agent.decisions),))
+    print(summary_table(exp.agent.algo, agent_metrics, baseline_metrics))
+
+
 def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
              out: str | Path | None = None, checkpoint: bool = False) -> Path:
     """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``. The run's actor
@@ -102,31 +124,29 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
                          f"{manifest['features']['columns']}")
 
     out_dir = Path(out) if out else run_dir / "backtest" / split
-    out_dir.mkdir(parents=True, exist_ok=True)
     cfg = exp.env_config()
     if cfg.filters == FROM_VENUE:
         cfg = cfg.replace(filters=_run_rules(manifest, prepared, exp))
-    agent = run_policy(frame, cfg, rows, load_run_actor(run_dir, exp, cfg, checkpoint=checkpoint))
     selection = selection_summary(run_dir) if (run_dir / "metrics.json").is_file() else None
     if selection and checkpoint:
         selection += " (this backtest trades the kept checkpoint anyway: --checkpoint)"
-    baseline_runs = run_baselines(frame, cfg, rows, baseline_targets(bars, frame))
-
-    agent_metrics = agent.metrics(exp.data.timeframe)
-    baseline_metrics = {name: r.metrics(exp.data.timeframe) for name, r in baseline_runs.items()}
-    write_metrics_json(out_dir / "metrics.json", agent_metrics, baseline_metrics)
-    agent.trades.to_csv(out_dir / "trades.csv", index=False)
-    agent.decisions.to_csv(out_dir / "decisions.csv", index=False)
-    equity = agent.equity_frame()
-    equity["buy_and_hold"] = baseline_runs["buy_and_hold"].equity.to_numpy()
-    equity.to_csv(out_dir / "equity.csv", index=False)
-    shown = bars.iloc[rows.start: rows.stop + 1]
-    write_report(out_dir / "report.html", bars=shown,
-                 equity={exp.agent.algo: agent.equity, **{n: r.equity for n, r in baseline_runs.items()}},
-                 trades=agent.trades, metrics={"agent": agent_metrics, "baselines": baseline_metrics},
-                 title=f"{exp.data.symbol} {exp.data.timeframe} — {exp.name} ({label})",
-                 sections=(decisions_section(selection, agent.decisions),))
     if selection:
         print(f"selection: {selection}")
-    print(summary_table(exp.agent.algo, agent_metrics, baseline_metrics))
+    actor = load_run_actor(run_dir, exp, cfg, checkpoint=checkpoint)
+    _backtest_one(exp, frame, bars, rows, cfg, actor, out_dir, f"{exp.data.symbol} {exp.data.timeframe} — "
+                  f"{exp.name} ({label})", selection)
+    if prepared is not None:  # a pooled run: every other symbol over the same dates, into out/<SYMBOL>/
+        recorded = {p["symbol"]: p for p in manifest.get("pool") or []}
+        for part in prepared.pool or []:
+            span = pool_rows(part, frame, rows, cfg.window)
+            if len(span) < 2:
+                print(f"{part.symbol}: no bars over {label}'s dates")
+                continue
+            rules = recorded.get(part.symbol, {}).get("rules")
+            part_cfg = cfg.replace(filters=TradingRules.from_mapping(rules) if rules else part.rules)
+            print(f"{part.symbol}:")
+            _backtest_one(exp, part.frame, part.bars, span, part_cfg, load_run_actor(run_dir, exp, part_cfg,
+                                                                                    checkpoint=checkpoint),
+                          out_dir / part.symbol.replace("/", "_"),
+                          f"{part.symbol} {exp.data.timeframe} — {exp.name} ({label}, pooled)", selection)
     return out_dir

@@ -37,9 +37,18 @@ __all__ = ["AgentConfig", "DataConfig", "EvaluationConfig", "Experiment", "Exper
            "TrackingConfig", "apply_override", "apply_values", "load_experiment"]
 
 
+POOL_KEYS = ("symbol", "path", "start", "end")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the bars come from: a file (``path``) or the download cache (downloaded when missing)."""
+    """Where the bars come from: a file (``path``) or the download cache (downloaded when missing).
+
+    ``pool``: more symbols the agent trains on beside ``symbol`` (pooled training: more data per parameter),
+    each ``{symbol, path, start, end}`` (no path: the download cache), same timeframe; each gets its own
+    frame (features normalised and predictors fitted per symbol) and trains over the same dates as the
+    main symbol's training split. Validation and model selection stay on ``symbol``; the backtest reports
+    every symbol."""
 
     exchange: str = "binance"
     symbol: str = "ETH/USDT"
@@ -48,12 +57,33 @@ class DataConfig:
     start: str | None = None
     end: str | None = None
     gap_policy: str = "mark"
+    pool: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         try:
             object.__setattr__(self, "symbol", normalize_symbol(self.symbol))
         except UnknownSymbol as exc:
             raise ExperimentError(f"data.symbol: {exc}") from None
+        pool, seen = [], {self.symbol}
+        for k, item in enumerate(self.pool or []):
+            where = f"data.pool[{k}]"
+            if isinstance(item, str):
+                item = {"symbol": item}
+            if not isinstance(item, Mapping) or "symbol" not in item:
+                raise ExperimentError(f"{where}: expected {{symbol: BTC/USDT, path: FILE}}, got {item!r}")
+            extra = sorted(set(item) - set(POOL_KEYS))
+            if extra:
+                raise ExperimentError(f"{where}.{extra[0]}: unknown key; known: {list(POOL_KEYS)}")
+            try:
+                symbol = normalize_symbol(item["symbol"])
+            except UnknownSymbol as exc:
+                raise ExperimentError(f"{where}.symbol: {exc}") from None
+            if symbol in seen:
+                raise ExperimentError(f"{where}.symbol: {symbol} is already in the data (main symbol or pool)")
+            seen.add(symbol)
+            pool.append({"symbol": symbol, **{key: (str(item[key]) if item.get(key) is not None else None)
+                                              for key in POOL_KEYS[1:]}})
+        object.__setattr__(self, "pool", pool or None)
         if self.gap_policy not in GAP_POLICIES:
             raise ExperimentError(f"data.gap_policy: must be one of {GAP_POLICIES}, got {self.gap_policy!r}")
         try:
@@ -233,11 +263,15 @@ class Experiment:
                 fix = "continuous" if spaces.Box in spec.action_spaces else "levels or buy_sell_hold"
                 raise ExperimentError(f"{where}: {algo} needs a {kinds} action space but env.action "
                                       f"{env.action!r} gives a {wanted.__name__} one; set env.action to {fix}")
+        if self.data.pool and env.filters != FROM_VENUE:
+            raise ExperimentError("env.filters: with data.pool every symbol trades under its own exchange rules; "
+                                  "leave env.filters at 'venue'")
         if env.filters == FROM_VENUE and self.data.path is not None:
-            try:  # offline (a data file): the rules must be in the shipped snapshot
-                rules_for(self.data.symbol, self.data.exchange)
-            except UnknownSymbol as exc:
-                raise ExperimentError(f"env.filters: {exc}") from None
+            for symbol in [self.data.symbol, *(p["symbol"] for p in self.data.pool or [] if p.get("path"))]:
+                try:  # offline (a data file): the rules must be in the shipped snapshot
+                    rules_for(symbol, self.data.exchange)
+                except UnknownSymbol as exc:
+                    raise ExperimentError(f"env.filters: {exc}") from None
         if self.tune:
             self.tune_config()
 

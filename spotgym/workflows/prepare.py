@@ -1,6 +1,6 @@
 """What every workflow (train, backtest, tune, evaluate) starts from: the experiment's bars, its full frame
 (indicators + out-of-fold predictor columns), the walk-forward folds over the rows the env can trade, and
-the trading rules of its symbol."""
+the trading rules of its symbol; with ``data.pool``, the same for each pooled symbol (``PoolPart``)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,26 @@ from spotgym.venue import TradingRules, UnknownSymbol, make_exchange, rules_for
 from spotgym.workflows.errors import ExperimentError
 from spotgym.workflows.experiment import Experiment
 
-__all__ = ["DATA_PATH_ENV", "Prepared", "bars_hash", "env_rows_config", "load_experiment_bars", "prepare",
-           "resolve_rules", "split_record"]
+__all__ = ["DATA_PATH_ENV", "PoolPart", "Prepared", "bars_hash", "env_rows_config", "load_experiment_bars",
+           "pool_rows", "prepare", "resolve_rules", "split_record"]
 
 DATA_PATH_ENV = "SPOTGYM_DATA_PATH"
+
+
+@dataclass
+class PoolPart:
+    """A pooled symbol: its bars, its own frame (features normalised, predictors fitted on its data) and rules."""
+
+    symbol: str
+    bars: pd.DataFrame
+    frame: FeatureFrame
+    rules: TradingRules
+    rules_source: str
+    predictions: Any = None
+
+    def env_config(self, exp: Experiment, **overrides: Any) -> EnvConfig:
+        cfg = exp.env_config(**overrides)
+        return cfg.replace(filters=self.rules) if cfg.filters == FROM_VENUE else cfg
 
 
 @dataclass
@@ -36,6 +52,7 @@ class Prepared:
     rules: TradingRules
     predictions: Any = None  # spotgym.predictors.StackingResult when the experiment names predictors
     rules_source: str = "snapshot"
+    pool: list[PoolPart] | None = None  # data.pool's symbols
 
     def env_config(self, exp: Experiment, **overrides: Any) -> EnvConfig:
         """The experiment's env config with the resolved trading rules in place of ``filters: venue``."""
@@ -48,43 +65,51 @@ def load_experiment_bars(exp: Experiment) -> tuple[pd.DataFrame, Any]:
     ``$SPOTGYM_DATA_PATH``), else the download cache, brought up to date from the exchange first
     (resumable, so this only fetches newer bars)."""
     d = exp.data
-    source = d.path or os.environ.get(DATA_PATH_ENV)
+    return _load_symbol_bars(exp, d.symbol, d.path or os.environ.get(DATA_PATH_ENV), d.start, d.end, "data")
+
+
+def _load_symbol_bars(exp: Experiment, symbol: str, source: str | None, start: str | None, end: str | None,
+                      where: str) -> tuple[pd.DataFrame, Any]:
+    d = exp.data
     client = None
     if not source:
         client = make_exchange(d.exchange)
         try:
-            result = download_ohlcv(d.symbol, d.timeframe, since=d.start, exchange=d.exchange, client=client)
+            result = download_ohlcv(symbol, d.timeframe, since=start, exchange=d.exchange, client=client)
         except DownloadError as exc:
             raise DownloadError(f"{exc}\n(no connection to {d.exchange}? train on a file instead: "
-                                f"--set data.path=FILE, or set ${DATA_PATH_ENV})") from exc
+                                f"--set {where}.path=FILE" + (f", or set ${DATA_PATH_ENV})" if where == "data" else ")")
+                                ) from exc
         source = str(result.path)
     named = symbol_from_name(source)
-    if named is not None and named != d.symbol:
-        raise ExperimentError(f"data.symbol is {d.symbol} but {source} looks like {named} bars; set data.symbol "
+    if named is not None and named != symbol:
+        raise ExperimentError(f"{where}.symbol is {symbol} but {source} looks like {named} bars; set {where}.symbol "
                               f"to match the file")
-    bars = load_bars(source, d.gap_policy, start=d.start, end=d.end, symbol=d.symbol)
+    bars = load_bars(source, d.gap_policy, start=start, end=end, symbol=symbol)
     if bars.attrs["timeframe"] != d.timeframe:
         raise ExperimentError(f"data.timeframe is {d.timeframe} but {source} holds {bars.attrs['timeframe']} bars")
     return bars, client
 
 
-def resolve_rules(exp: Experiment, client: Any = None) -> tuple[TradingRules, str]:
-    """The trading rules the env applies and where they came from: ``env.filters`` when given, else the
-    exchange's markets (when ``client`` is the exchange the bars came from), else the shipped snapshot."""
+def resolve_rules(exp: Experiment, client: Any = None, symbol: str | None = None) -> tuple[TradingRules, str]:
+    """The trading rules the env applies to ``symbol`` (default the experiment's) and where they came from:
+    ``env.filters`` when given, else the exchange's markets (when ``client`` is the exchange the bars came
+    from), else the shipped snapshot."""
     cfg = exp.env_config()
+    symbol = symbol or exp.data.symbol
     if cfg.filters is None:
-        return TradingRules.off(exp.data.symbol), "off (env.filters: null)"
+        return TradingRules.off(symbol), "off (env.filters: null)"
     if isinstance(cfg.filters, TradingRules):
         return cfg.filters, "env.filters"
     if client is not None:
         try:
-            return rules_for(exp.data.symbol, exp.data.exchange, client=client), f"{exp.data.exchange} markets"
+            return rules_for(symbol, exp.data.exchange, client=client), f"{exp.data.exchange} markets"
         except Exception as exc:  # the exchange did not answer: fall back on the snapshot, and say so
             note = f"snapshot ({exp.data.exchange} markets unavailable: {type(exc).__name__})"
     else:
         note = "snapshot"
     try:
-        return rules_for(exp.data.symbol, exp.data.exchange), note
+        return rules_for(symbol, exp.data.exchange), note
     except UnknownSymbol as exc:
         raise ExperimentError(f"env.filters: {exc}") from None
 
@@ -113,7 +138,31 @@ def prepare(exp: Experiment, bars: pd.DataFrame | None = None, *, progress: bool
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
     folds = splitter.split(rows)
-    return Prepared(bars, frame, folds, rules, build.predictions, source)
+    pool = [_prepare_pool_part(exp, item, progress) for item in exp.data.pool or []]
+    return Prepared(bars, frame, folds, rules, build.predictions, source, pool or None)
+
+
+def _prepare_pool_part(exp: Experiment, item: dict[str, Any], progress: bool) -> PoolPart:
+    symbol = item["symbol"]
+    bars, client = _load_symbol_bars(exp, symbol, item.get("path"), item.get("start") or exp.data.start,
+                                     item.get("end") or exp.data.end, f"data.pool ({symbol})")
+    rules, source = resolve_rules(exp, client, symbol)
+    build = build_frame_with_report(bars, exp.frame_spec(), progress=progress)
+    return PoolPart(symbol, bars, build.frame, rules, source, build.predictions)
+
+
+def pool_rows(part: PoolPart, frame: FeatureFrame, rows: range, window: int) -> range:
+    """The rows of a pooled symbol's frame over the same dates as ``rows`` of the main ``frame`` (decidable
+    rows only: past the pooled frame's warm-up). Empty when the dates do not overlap."""
+    first, last = frame.index[rows.start], frame.index[rows.stop - 1]
+    index = part.frame.index
+    start = int(index.searchsorted(first))
+    stop = int(index.searchsorted(last, side="right"))
+    try:
+        start = max(start, decision_rows(part.frame, window).start)
+    except ValueError:
+        return range(0)
+    return range(start, max(start, stop))
 
 
 def env_rows_config(exp: Experiment, prepared: Prepared, rows: range, *, training: bool) -> EnvConfig:

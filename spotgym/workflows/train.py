@@ -36,10 +36,10 @@ from spotgym.agents import (
 from spotgym.agents.callbacks import ProgressBar, TradingScalars, ValidationCallback, beats_cash
 from spotgym.backtest import run_policy
 from spotgym.core import FeatureFrame
-from spotgym.envs import Actor, EnvConfig, VecTradingEnv
+from spotgym.envs import Actor, EnvConfig, PooledVecEnv, VecTradingEnv
 from spotgym.workflows.errors import ExperimentError
 from spotgym.workflows.experiment import Experiment, apply_values
-from spotgym.workflows.prepare import Prepared, bars_hash, env_rows_config, prepare, split_record
+from spotgym.workflows.prepare import Prepared, bars_hash, env_rows_config, pool_rows, prepare, split_record
 from spotgym.workflows.runs import git_commit, make_run_dir, package_versions, save_predictors, start_wandb, write_json
 
 __all__ = ["load_run_actor", "selection_summary", "train"]
@@ -85,15 +85,24 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
         "seed": exp.seed, "device": resolve_device(exp.agent.device),
         "git_commit": git_commit(), "versions": package_versions(),
     }
+    train_cfg = env_rows_config(exp, prepared, fold.train, training=True)
+    pool_parts = _pool_training_parts(exp, prepared, fold.train, train_cfg)
+    if pool_parts:
+        manifest["pool"] = [{"symbol": part.symbol, "source": part.bars.attrs.get("source"),
+                             "hash": bars_hash(part.bars), "rules": part.rules.to_dict(),
+                             "rules_source": part.rules_source, "train": split_record(part.frame, range(cfg.start_row,
+                                                                                                        cfg.end_row))}
+                            for part, (_, cfg) in zip(prepared.pool, pool_parts)]
     write_json(run_dir / "manifest.json", manifest)
 
     wandb_run = start_wandb(exp, run_dir)
     try:
         tb_dir = str(run_dir / "tensorboard") if exp.tracking.tensorboard else None
         predictor_metrics = save_predictors(prepared.predictions, run_dir, tb_dir, progress)
-        train_cfg = env_rows_config(exp, prepared, fold.train, training=True)
+        for part in prepared.pool or []:
+            save_predictors(part.predictions, run_dir / "pool" / part.symbol.replace("/", "_"), None, False)
         val_cfg = env_rows_config(exp, prepared, fold.val, training=False)
-        job = _Job(frame, train_cfg, val_cfg, fold.val, exp.data.timeframe)
+        job = _Job(frame, train_cfg, val_cfg, fold.val, exp.data.timeframe, pool_parts)
         ensemble = exp.agent.ensemble_config()
         if ensemble is None:
             result = train_agent(exp, job, run_dir, tb_dir, progress=progress, callbacks=callbacks,
@@ -114,13 +123,39 @@ def train(exp: Experiment, *, progress: bool = True, prepared: Prepared | None =
     return run_dir
 
 
+def _pool_training_parts(exp: Experiment, prepared: Prepared, rows: range,
+                         train_cfg: EnvConfig) -> list[tuple[FeatureFrame, EnvConfig]]:
+    """(frame, config) of each pooled symbol over the training split's dates."""
+    parts = []
+    for part in prepared.pool or []:
+        span = pool_rows(part, prepared.frame, rows, train_cfg.window)
+        episode = train_cfg.episode_length
+        if len(span) < 2 or (episode is not None and len(span) - 1 < min(episode, 2)):
+            raise ExperimentError(f"data.pool {part.symbol}: no bars to train on over the training split's dates "
+                                  f"({prepared.frame.index[rows.start]} to {prepared.frame.index[rows.stop - 1]})")
+        cfg = part.env_config(exp).replace(start_row=span.start, end_row=span.stop,
+                                           episode_length=None if episode is None else min(episode, len(span) - 1))
+        parts.append((part.frame, cfg))
+    return parts
+
+
 class _Job:
     """What every agent of a run trains and validates on (picklable, for the member processes)."""
 
     def __init__(self, frame: FeatureFrame, train_cfg: EnvConfig, val_cfg: EnvConfig, val_rows: range,
-                 timeframe: str) -> None:
+                 timeframe: str, pool_parts: list[tuple[FeatureFrame, EnvConfig]] | None = None) -> None:
         self.frame, self.train_cfg, self.val_cfg = frame, train_cfg, val_cfg
         self.val_rows, self.timeframe = val_rows, timeframe
+        self.pool_parts = pool_parts or []
+
+    def train_env(self, n_envs: int, seed: int):
+        """The training VecEnv: the main symbol's accounts, or with a pool one VecEnv over every symbol."""
+        if not self.pool_parts:
+            return VecTradingEnv(self.frame, n_envs, self.train_cfg, seed=seed)
+        parts = [(self.frame, self.train_cfg), *self.pool_parts]
+        if n_envs < len(parts):
+            raise ExperimentError(f"agent.n_envs: {n_envs} accounts cannot cover {len(parts)} symbols (main + pool)")
+        return PooledVecEnv(parts, n_envs, seed=seed)
 
     def validate(self, actor: Actor) -> dict[str, Any]:
         return run_policy(self.frame, self.val_cfg, self.val_rows, actor).metrics(self.timeframe)
@@ -134,7 +169,8 @@ def train_agent(exp: Experiment, job: _Job, out_dir: Path, tb_dir: str | None, *
     Returns its part of ``metrics.json`` (best, history, ``beats_cash``...)."""
     torch.manual_seed(exp.seed)
     np.random.seed(exp.seed)
-    venv = VecMonitor(VecTradingEnv(job.frame, exp.agent.n_envs, job.train_cfg, seed=exp.seed))
+    inner = job.train_env(exp.agent.n_envs, exp.seed)
+    venv = VecMonitor(inner)
     model = make_agent(exp.agent.algo, venv, params=exp.agent.params, policy=exp.agent.policy,
                        seed=exp.seed, device=exp.agent.device, tensorboard_log=tb_dir)
     bar = ProgressBar(exp.agent.timesteps, disable=not progress)
@@ -156,6 +192,8 @@ def train_agent(exp: Experiment, job: _Job, out_dir: Path, tb_dir: str | None, *
         "timesteps": int(model.num_timesteps),
         "algo": exp.agent.algo,
         "seed": exp.seed,
+        "accounts": ({str(inner.symbols[off]): int(n) for off, n in zip(inner.offsets, inner.counts)}
+                     if isinstance(inner, PooledVecEnv) else {str(job.frame.symbol): int(exp.agent.n_envs)}),
     }
 
 
