@@ -28,6 +28,8 @@ setup(
         # 2.13 is the local CPU wheel; keep the range satisfiable by it.
         "torch>=2.2,<3",
         "scikit-learn>=1.4",
+        "lightgbm>=4.0",
+        "statsmodels>=0.14",
         "optuna>=3.6",
         "tensorboard>=2.16",
         "wandb>=0.17",

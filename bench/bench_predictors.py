@@ -1,11 +1,15 @@
 """Out-of-fold predictor columns over ETH/USDT 1h 2017-2024: wall time, per-fold training, inference rate.
 
-    python bench/bench_predictors.py [--spec default|tiny] [--rows N] [--device auto|cpu|cuda] [--torch-threads 1]
+    python bench/bench_predictors.py [--spec default|tiny] [--no-gbm] [--rows N] [--device auto|cpu|cuda] [--torch-threads 1]
 
 Measures, on the shipped ETH/USDT 1h history (64,524 rows): the indicator build, the whole
-out-of-fold generation of the spec's predictors (every refit block, early stopping, evaluation;
-cache off), the per-fold fit time of each predictor, batch inference (windows/s for the LSTM,
-rows/s for the regime classifier), live ``update`` cost per bar at full history, and a cache hit.
+out-of-fold generation of the spec's predictors (every refit block, early stopping, evaluation
+with the ARIMA baseline; cache off), the per-fold fit time of each predictor, batch inference
+(windows/s for the LSTM, rows/s for the regime classifier and the GBM), live ``update`` cost per bar at
+full history, and a cache hit. The spec's LSTM + regime models get the LightGBM forecaster beside them
+(``GBMConfig()`` defaults, or ``tiny_gbm()`` for the tiny spec; ``--no-gbm``: without it), and every
+predictor's fit and inference times are also given as ratios to the LSTM's in the same run; the ARIMA
+baseline's share of the wall time is printed on its own.
 The reference measured in the same run is one *single* fit of each predictor on everything
 before the last block — what an in-sample (leaky) pipeline pays — so ``oof/single`` says what
 leak-free out-of-fold stacking costs relative to it. The fold metrics against the naive
@@ -34,18 +38,21 @@ from shared_data import shared_file  # noqa: E402
 from spotgym.data import load_bars  # noqa: E402
 from spotgym.features import build_features  # noqa: E402
 from spotgym.predictors import (  # noqa: E402
+    GBMConfig,
     LSTMConfig,
     default_frame_spec,
     library_versions,
     make_predictor,
     oof_predictions,
     predictor_folds,
+    tiny_gbm,
 )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", choices=("default", "tiny"), default="default")
+    parser.add_argument("--no-gbm", action="store_true", help="without the LightGBM forecaster beside the LSTM")
     parser.add_argument("--rows", type=int, default=None, help="first N rows only (default: all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                         help="override the LSTM device of the spec")
@@ -55,6 +62,8 @@ def main() -> None:
 
     spec = default_frame_spec(tiny=args.spec == "tiny")
     models = spec.predictors.models
+    if not args.no_gbm:
+        models = (*models, tiny_gbm() if args.spec == "tiny" else GBMConfig())
     if args.device is not None:
         models = tuple(replace(m, device=args.device) if isinstance(m, LSTMConfig) else m for m in models)
     if args.torch_threads is not None:
@@ -109,15 +118,22 @@ def main() -> None:
             "update_ms_per_bar": round(1000 * t_update, 1)})
 
     single_total = sum(m["single_fit_s"] for m in per_model)
+    ref = next((m for m in per_model if m["kind"] == "lstm"), per_model[0])  # the LSTM, measured in this run
+    for m in per_model:
+        m["fit_vs_lstm"] = round(m["fit_s_total"] / ref["fit_s_total"], 3) if ref["fit_s_total"] else None
+        m["infer_rate_vs_lstm"] = round(m["predict_per_s"] / ref["predict_per_s"], 2) if ref["predict_per_s"] else None
+    arima_s = sum(f.get("arima_s", 0.0) for f in result.folds)
     first_oof = int(np.flatnonzero(result.has_oof)[0]) if result.has_oof.any() else -1
     print()
     print(f"{'predictor':10s} {'folds':>5s} {'fit total s':>11s} {'fit/fold s':>10s} {'max s':>6s} "
-          f"{'single s':>8s} {'infer /s':>10s} {'update ms':>9s}")
+          f"{'single s':>8s} {'infer /s':>10s} {'update ms':>9s} {'fit/lstm':>8s} {'infer/lstm':>10s}")
     for m in per_model:
         print(f"{m['predictor']:10s} {m['folds']:5d} {m['fit_s_total']:11.1f} {m['fit_s_mean']:10.2f} "
-              f"{m['fit_s_max']:6.2f} {m['single_fit_s']:8.2f} {m['predict_per_s']:10,d} {m['update_ms_per_bar']:9.1f}")
+              f"{m['fit_s_max']:6.2f} {m['single_fit_s']:8.2f} {m['predict_per_s']:10,d} {m['update_ms_per_bar']:9.1f} "
+              f"{m['fit_vs_lstm']:8.3f} {m['infer_rate_vs_lstm']:10.2f}")
     print(f"indicators {t_indicators:.2f} s | OOF generation {t_oof:.1f} s wall ({t_oof / 60:.2f} min) | "
-          f"oof/single fit {t_oof / single_total:.1f}x | cache hit {t_cache:.3f} s | "
+          f"oof/single fit {t_oof / single_total:.1f}x | ARIMA baseline {arima_s:.1f} s of it | "
+          f"cache hit {t_cache:.3f} s | "
           f"first OOF row {first_oof} ({frame.index[first_oof] if first_oof >= 0 else '-'}), "
           f"OOF rows {int(result.has_oof.sum()):,}")
 
@@ -128,6 +144,7 @@ def main() -> None:
         "cpu_threads": torch.get_num_threads(), "versions": library_versions(), "spec": args.spec,
         "spec_hash": spec.hash, "rows": len(bars), "indicators_s": round(t_indicators, 3),
         "oof_wall_s": round(t_oof, 2), "oof_over_single_fit": round(t_oof / single_total, 2),
+        "arima_baseline_s": round(arima_s, 2), "gbm": not args.no_gbm,
         "cache_hit_s": round(t_cache, 4), "first_oof_row": first_oof, "oof_rows": int(result.has_oof.sum()),
         "predictors": per_model, "summary": result.summary(), "folds": result.folds}, indent=1, default=str))
     print(f"results: {out}")

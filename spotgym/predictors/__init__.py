@@ -1,9 +1,10 @@
-"""Predictors: models whose out-of-fold outputs become feature columns (LSTM/GRU forecaster, regime
-classifier), and the pipeline that builds the full frame from indicators + predictor columns.
+"""Predictors: models whose out-of-fold outputs become feature columns (LSTM/GRU forecaster, LightGBM
+forecaster, regime classifier), and the pipeline that builds the full frame from indicators + predictor columns.
 
     frame = build_frame(bars, default_frame_spec(tiny=True))   # indicators + out-of-fold LSTM / regime columns
 
-``oof_predictions`` is the stacker underneath, ``load_predictor`` reloads a saved model for live
+``oof_predictions`` is the stacker underneath (its fold metrics compare every return forecaster with
+an ARIMA baseline, ``spotgym.predictors.arima``), ``load_predictor`` reloads a saved model for live
 ``update``, ``apply_fitted_predictors`` applies a run's fitted models to new bars.
 
 Names are imported on first use (PEP 562), so code that needs only the configs (validating an
@@ -19,8 +20,9 @@ _EXPORTS = {
     "base": ("BasePredictor", "NotEnoughData", "Predictor", "library_versions"),
     "registry": ("load_predictor", "make_predictor"),
     "classifier": ("RegimeClassifier",),
-    "config": ("LSTMConfig", "PredictorConfig", "RegimeConfig", "StackingSpec", "default_stacking",
-               "predictor_config", "tiny_stacking"),
+    "config": ("ArimaConfig", "GBMConfig", "LSTMConfig", "PredictorConfig", "RegimeConfig", "StackingSpec",
+               "default_stacking", "predictor_config", "tiny_gbm", "tiny_stacking"),
+    "gbm": ("GBMPredictor",),
     "lstm": ("LSTMPredictor",),
     "metrics": ("format_folds", "format_summary", "summarize"),
     "pipeline": ("FrameBuild", "FrameSpec", "apply_fitted_predictors", "build_frame", "build_frame_with_report",
@@ -32,6 +34,7 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "CACHE_ENV",
+    "ArimaConfig",
     "BasePredictor",
     "FrameBuild",
     "FrameSpec",
@@ -39,6 +42,8 @@ __all__ = [
     "build_frame",
     "build_frame_with_report",
     "default_frame_spec",
+    "GBMConfig",
+    "GBMPredictor",
     "LSTMConfig",
     "LSTMPredictor",
     "NotEnoughData",
@@ -61,6 +66,7 @@ __all__ = [
     "resolve_cache_dir",
     "stacking_walk_forward",
     "summarize",
+    "tiny_gbm",
     "tiny_stacking",
 ]
 
@@ -82,14 +88,18 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from spotgym.predictors.base import BasePredictor, NotEnoughData, Predictor, library_versions
     from spotgym.predictors.classifier import RegimeClassifier
     from spotgym.predictors.config import (
+        ArimaConfig,
+        GBMConfig,
         LSTMConfig,
         PredictorConfig,
         RegimeConfig,
         StackingSpec,
         default_stacking,
         predictor_config,
+        tiny_gbm,
         tiny_stacking,
     )
+    from spotgym.predictors.gbm import GBMPredictor
     from spotgym.predictors.lstm import LSTMPredictor
     from spotgym.predictors.metrics import format_folds, format_summary, summarize
     from spotgym.predictors.pipeline import (

@@ -4,6 +4,7 @@ reads it back)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 from collections.abc import Mapping
@@ -258,13 +259,22 @@ class BasePredictor:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions that can change a fitted model's numbers: spotgym, python, numpy, torch, scikit-learn."""
+    """Versions that can change a fitted model's numbers (or a baseline's): spotgym, python, numpy, torch,
+    scikit-learn, LightGBM, statsmodels (the last two read from the installed metadata, without importing them)."""
     import sklearn
     import torch
 
     import spotgym
     return {"spotgym": spotgym.__version__, "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "sklearn": sklearn.__version__}
+            "torch": torch.__version__, "sklearn": sklearn.__version__, "lightgbm": _dist_version("lightgbm"),
+            "statsmodels": _dist_version("statsmodels")}
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
 
 
 def _json_default(value: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from spotgym.core import checks, stable_hash
@@ -12,6 +12,9 @@ DEVICES = ("auto", "cpu", "cuda")
 CELLS = ("lstm", "gru")
 LSTM_TARGETS = ("return", "direction")
 REGIME_TARGETS = ("trend", "vol")
+GBM_TARGETS = ("return", "direction")
+GBM_LOSSES = ("l2", "huber")
+MAX_ARMA_ORDER = 5
 
 
 _fail = checks.fail
@@ -178,13 +181,151 @@ class RegimeConfig(_ConfigMixin):
         return tuple(out)
 
 
-PredictorConfig = LSTMConfig | RegimeConfig
-CONFIG_KINDS: dict[str, type] = {"lstm": LSTMConfig, "gru": LSTMConfig, "regime": RegimeConfig}
+@dataclass(frozen=True)
+class GBMConfig(_ConfigMixin):
+    """A LightGBM forecaster on the current row of feature columns plus optional lagged rows.
+
+    Targets (``targets``) as the LSTM's: ``return`` — the next-``horizon`` log return
+    log(close[t+h] / close[t]), output in **raw log-return units** (fitted on the return divided by
+    its training-set std, predictions multiplied back), so the column can feed a Kelly sizing rule
+    directly; ``direction`` — down / flat / up probabilities, flat meaning |return| <=
+    ``flat_threshold`` (``None``: the ``flat_quantile`` quantile of |return| over the training rows).
+    ``loss``: ``l2`` (the conditional mean, what Kelly wants) or ``huber`` (delta = one training std;
+    robust to fat tails, shrinks toward the median). ``lags``: extra past rows stacked beside the
+    current one (``(1, 24)``: rows t-1 and t-24 too); a row is predictable when the ``max(lags) + 1``
+    rows ending at it are all finite. Boosting: at most ``n_estimators`` rounds of ``learning_rate``,
+    trees of ``num_leaves`` leaves with ``min_data_in_leaf`` rows each, a ``feature_fraction`` of the
+    columns and a ``bagging_fraction`` of the rows per round (1.0: off), L2 penalty ``lambda_l2``;
+    early stopping after ``early_stopping_rounds`` rounds without improvement on the validation slice
+    (none: all rounds). Deterministic given ``seed`` and ``threads`` (LightGBM threads).
+    ``inputs``: feature column names (``None``: every indicator column of the frame).
+    """
+
+    kind: ClassVar[str] = "gbm"
+
+    name: str = "gbm"
+    inputs: tuple[str, ...] | None = None
+    lags: tuple[int, ...] = ()
+    horizon: int = 1
+    targets: tuple[str, ...] = ("return", "direction")
+    loss: str = "l2"
+    flat_threshold: float | None = None
+    flat_quantile: float = 0.33
+    n_estimators: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 100
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    early_stopping_rounds: int = 20
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        o = "GBMConfig"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            _fail(o, "name", "must be an identifier-like column prefix", self.name)
+        object.__setattr__(self, "inputs", _names(o, "inputs", self.inputs, allow_none=True))
+        object.__setattr__(self, "targets", _names(o, "targets", self.targets, GBM_TARGETS))
+        if isinstance(self.lags, str) or not isinstance(self.lags, list | tuple):
+            _fail(o, "lags", "must be a list of positive integers (bars back)", self.lags)
+        lags = tuple(checks.integer(o, "lags", lag, 1) for lag in self.lags)
+        if len(set(lags)) != len(lags):
+            _fail(o, "lags", "must not repeat a lag", self.lags)
+        object.__setattr__(self, "lags", tuple(sorted(lags)))
+        if self.loss not in GBM_LOSSES:
+            _fail(o, "loss", f"must be one of {GBM_LOSSES}", self.loss)
+        for name, low in (("horizon", 1), ("n_estimators", 1), ("num_leaves", 2), ("min_data_in_leaf", 1),
+                          ("early_stopping_rounds", 1), ("seed", 0), ("threads", 1)):
+            _set_int(self, o, name, low)
+        _check_float(o, "flat_threshold", self.flat_threshold, 0.0, allow_none=True)
+        _check_float(o, "flat_quantile", self.flat_quantile, 0.0, 1.0, low_open=True)
+        _check_float(o, "learning_rate", self.learning_rate, 0.0, low_open=True)
+        checks.number(o, "feature_fraction", self.feature_fraction, 0.0, 1.0, low_open=True)
+        checks.number(o, "bagging_fraction", self.bagging_fraction, 0.0, 1.0, low_open=True)
+        _check_float(o, "lambda_l2", self.lambda_l2, 0.0)
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        out: list[str] = []
+        if "return" in self.targets:
+            out.append(f"{self.name}_ret_h{self.horizon}")
+        if "direction" in self.targets:
+            out += [f"{self.name}_p_down", f"{self.name}_p_flat", f"{self.name}_p_up"]
+        return tuple(out)
+
+
+PredictorConfig = LSTMConfig | RegimeConfig | GBMConfig
+CONFIG_KINDS: dict[str, type] = {"lstm": LSTMConfig, "gru": LSTMConfig, "regime": RegimeConfig, "gbm": GBMConfig}
+_CONFIG_TYPES = (LSTMConfig, RegimeConfig, GBMConfig)
+
+
+@dataclass(frozen=True)
+class ArimaConfig:
+    """The ARIMA baseline of every return forecaster's fold metrics (``ret_mae_arima``, ``ret_dir_acc_arima``).
+
+    Per fold, an ARMA(p, q) with a constant mean (ARIMA(p, 0, q) on one-bar log returns, i.e.
+    ARIMA(p, 1, q) on log prices) is fitted by statsmodels on the fold's training rows — at most the
+    ``max_train`` most recent (``None``: all; the cap keeps a fit under about a second) — and then
+    run forward with fixed parameters, so the forecast at row t of log(close[t+h] / close[t]) uses
+    the returns up to t only. ``orders``: one (p, d, q) or several, the one with the lowest AIC on
+    the training rows wins; d must be 0 (the series already is the differenced log price).
+    """
+
+    orders: tuple[tuple[int, int, int], ...] = ((1, 0, 1),)
+    max_train: int | None = 10_000
+
+    def __post_init__(self) -> None:
+        o = "ArimaConfig"
+        orders = self.orders
+        if isinstance(orders, list | tuple) and len(orders) == 3 and all(isinstance(v, int | float) for v in orders):
+            orders = (orders,)  # one order given as [p, d, q]
+        if not isinstance(orders, list | tuple) or not orders:
+            _fail(o, "orders", "must be a (p, d, q) order or a non-empty list of them", self.orders)
+        clean = []
+        for order in orders:
+            if not isinstance(order, list | tuple) or len(order) != 3:
+                _fail(o, "orders", "must hold (p, d, q) triples", self.orders)
+            p, d, q = (checks.integer(o, "orders", v, 0) for v in order)
+            if d != 0:
+                _fail(o, "orders", "must have d = 0: the model runs on log returns, already the differenced "
+                      "log price", self.orders)
+            if p > MAX_ARMA_ORDER or q > MAX_ARMA_ORDER:
+                _fail(o, "orders", f"must keep p and q <= {MAX_ARMA_ORDER} (a baseline, not a model search)",
+                      self.orders)
+            clean.append((p, d, q))
+        if len(set(clean)) != len(clean):
+            _fail(o, "orders", "must not repeat an order", self.orders)
+        object.__setattr__(self, "orders", tuple(clean))
+        object.__setattr__(self, "max_train", checks.integer(o, "max_train", self.max_train, 50, allow_none=True))
+
+    def to_config(self) -> dict[str, Any]:
+        return {"orders": [list(order) for order in self.orders], "max_train": self.max_train}
+
+    @classmethod
+    def from_config(cls, config: ArimaConfig | Mapping[str, Any] | bool | None) -> ArimaConfig | None:
+        """From a mapping (``{orders: [[1, 0, 1]], max_train: 10000}``); ``None`` / ``False``: no ARIMA baseline,
+        ``True``: the default one."""
+        if config is None or config is False:
+            return None
+        if config is True:
+            return cls()
+        if isinstance(config, ArimaConfig):
+            return config
+        if not isinstance(config, Mapping):
+            _fail("StackingSpec", "arima", "must be a mapping (orders, max_train), true/false or null", config)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown arima key(s) {unknown}; known: {sorted(known)}")
+        return cls(**config)
 
 
 def predictor_config(item: PredictorConfig | Mapping[str, Any]) -> PredictorConfig:
-    """A predictor config from a mapping with a ``kind`` key (``lstm``, ``gru`` = lstm with cell gru, ``regime``)."""
-    if isinstance(item, LSTMConfig | RegimeConfig):
+    """A predictor config from a mapping with a ``kind`` key (``lstm``, ``gru`` = lstm with cell gru, ``regime``,
+    ``gbm``)."""
+    if isinstance(item, _CONFIG_TYPES):
         return item
     if not isinstance(item, Mapping) or "kind" not in item:
         raise ValueError(f"a predictor is a mapping with a 'kind' key ({sorted(CONFIG_KINDS)}), got {item!r}")
@@ -209,7 +350,8 @@ class StackingSpec:
     label reaches into the block). The first block starts ``min_train`` rows after the first row
     with finite inputs; boundaries never depend on how much data follows (the look-ahead test
     truncates the data). ``max_train_rows``: train on at most that many most recent rows
-    (rolling) instead of all earlier rows.
+    (rolling) instead of all earlier rows. ``arima``: the ARIMA baseline added to the fold metrics
+    of every return forecaster (``ArimaConfig``; ``None``: none).
     """
 
     models: tuple[PredictorConfig, ...]
@@ -219,10 +361,12 @@ class StackingSpec:
     purge: int | None = None
     embargo: int = 0
     max_train_rows: int | None = None
+    arima: ArimaConfig | None = field(default_factory=ArimaConfig)
 
     def __post_init__(self) -> None:
         o = "StackingSpec"
-        if isinstance(self.models, LSTMConfig | RegimeConfig) or not isinstance(self.models, list | tuple) \
+        object.__setattr__(self, "arima", ArimaConfig.from_config(self.arima))
+        if isinstance(self.models, _CONFIG_TYPES) or not isinstance(self.models, list | tuple) \
                 or not self.models:
             _fail(o, "models", "must be a non-empty list of predictor configs", self.models)
         models = tuple(predictor_config(m) for m in self.models)
@@ -272,18 +416,28 @@ class StackingSpec:
     def to_config(self) -> dict[str, Any]:
         out: dict[str, Any] = {"models": [m.to_config() for m in self.models]}
         for f in fields(self):
-            if f.name != "models":
+            if f.name == "arima":
+                out["arima"] = self.arima.to_config() if self.arima is not None else None
+            elif f.name != "models":
                 out[f.name] = getattr(self, f.name)
         return out
 
 
-def tiny_stacking() -> StackingSpec:
-    """A stacking spec that trains in seconds on a CPU (tests, benchmarks, smoke checks): small LSTM + regime model."""
+def tiny_gbm() -> GBMConfig:
+    """A GBM forecaster that fits in a fraction of a second on a few thousand rows (tests, benchmarks)."""
+    return GBMConfig(lags=(1, 4), n_estimators=60, learning_rate=0.1, num_leaves=7, min_data_in_leaf=20,
+                     early_stopping_rounds=10)
+
+
+def tiny_stacking(gbm: bool = False) -> StackingSpec:
+    """A stacking spec that trains in seconds on a CPU (tests, benchmarks, smoke checks): small LSTM + regime model
+    (``gbm=True``: plus ``tiny_gbm()``)."""
     return StackingSpec(
         models=(
             LSTMConfig(window=16, hidden=16, epochs=6, patience=2, batch_size=64, lr=1e-2, max_train_windows=1024,
                        device="cpu"),
             RegimeConfig(horizon=12, vol_window=96, max_iter=40, learning_rate=0.1, min_samples_leaf=20),
+            *((tiny_gbm(),) if gbm else ()),
         ),
         refit_every=600,
         min_train=800,
@@ -291,10 +445,11 @@ def tiny_stacking() -> StackingSpec:
     )
 
 
-def default_stacking() -> StackingSpec:
-    """The default predictors: an LSTM (32 units, window 32) and the regime classifier, refitted twice a year on 1h bars.
+def default_stacking(gbm: bool = False) -> StackingSpec:
+    """The default predictors: an LSTM (32 units, window 32) and the regime classifier, refitted twice a year on 1h bars
+    (``gbm=True``: plus a LightGBM forecaster with the ``GBMConfig`` defaults).
 
     Sized so that out-of-fold columns over ETH/USDT 1h 2017-2024 (64k rows) take minutes on two
     CPU cores; scale ``hidden`` / ``window`` / ``max_train_windows`` up on CUDA.
     """
-    return StackingSpec(models=(LSTMConfig(), RegimeConfig()))
+    return StackingSpec(models=(LSTMConfig(), RegimeConfig(), *((GBMConfig(),) if gbm else ())))

@@ -2,7 +2,9 @@
 
 Every metric is paired with what a model-free forecast scores on the same rows: the zero return
 and persistence (the last h-bar return, or the last fully known label) for forecasts, the
-training-set class frequencies (log loss) and majority class (accuracy) for classifiers.
+training-set class frequencies (log loss) and majority class (accuracy) for classifiers. Return
+forecasts are also compared with fitted baselines that see only the return series (``arima``:
+``spotgym.predictors.arima``), scored by ``baseline_forecast_metrics`` on the same rows.
 """
 
 from __future__ import annotations
@@ -47,6 +49,18 @@ def classification_metrics(prefix: str, y: np.ndarray, proba: np.ndarray, train_
     return out
 
 
+def baseline_forecast_metrics(prefix: str, actual: np.ndarray, baselines: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """MAE and directional accuracy of each named baseline forecast (``{prefix}mae_<name>``,
+    ``{prefix}dir_acc_<name>``) on the rows of ``actual`` — the same two numbers ``forecast_metrics`` gives a model."""
+    nonzero = actual != 0
+    out: dict[str, float] = {}
+    for name, forecast in baselines.items():
+        forecast = np.asarray(forecast, dtype=np.float64)
+        out[f"{prefix}mae_{name}"] = _mean(np.abs(forecast - actual))
+        out[f"{prefix}dir_acc_{name}"] = _mean(np.sign(forecast[nonzero]) == np.sign(actual[nonzero]))
+    return out
+
+
 def forecast_metrics(prefix: str, actual: np.ndarray, forecast: np.ndarray, persistence: np.ndarray,
                      train_actual: np.ndarray) -> dict[str, float]:
     """MAE and directional accuracy of a return forecast vs zero-return, persistence and majority sign.
@@ -78,10 +92,11 @@ def _mean(values: np.ndarray) -> float:
 # pairs (model metric, baseline metrics, lower is better) used by the verdict
 _PAIRS = (
     ("log_loss", ("log_loss_prior",), True),
-    ("dir_acc", ("dir_acc_majority", "dir_acc_persistence", "dir_acc_reversal"), False),
+    ("dir_acc", ("dir_acc_majority", "dir_acc_persistence", "dir_acc_reversal", "dir_acc_arima"), False),
     ("acc", ("acc_majority", "acc_persistence"), False),
-    ("mae", ("mae_zero", "mae_persistence"), True),
+    ("mae", ("mae_zero", "mae_persistence", "mae_arima"), True),
 )
+_BASELINE_SUFFIXES = ("_prior", "_majority", "_persistence", "_reversal", "_zero", "_arima")
 
 
 def summarize(folds: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -111,7 +126,7 @@ def verdicts(summary: Mapping[str, float]) -> list[str]:
     lines = []
     n = summary.get("n_eval", 0.0)
     for key in sorted(summary):
-        if key.endswith(("_prior", "_majority", "_persistence", "_reversal", "_zero")):
+        if key.endswith(_BASELINE_SUFFIXES):
             continue
         for metric, baselines, lower in _PAIRS:
             prefix = key[: len(key) - len(metric)]
@@ -155,7 +170,7 @@ def format_summary(folds: Sequence[Mapping[str, Any]]) -> str:
 
 
 _META = {"fold", "test_start", "test_stop", "n_eval", "n_train", "n_val", "fit_s", "predict_s", "epochs",
-         "best_epoch", "n_iter", "folds"}
+         "best_epoch", "n_iter", "folds", "arima_s"}
 
 
 def _is_metric(key: str, value: Any) -> bool:

@@ -1,6 +1,6 @@
 """Which class implements each predictor ``kind``; making one from its config and loading a saved one.
 
-The classes are imported on first use, so building or validating configs does not import torch.
+The classes are imported on first use, so building or validating configs does not import torch or LightGBM.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = ["PREDICTOR_CLASSES", "load_predictor", "make_predictor", "predictor_c
 PREDICTOR_CLASSES: dict[str, tuple[str, str]] = {
     "lstm": ("spotgym.predictors.lstm", "LSTMPredictor"),
     "regime": ("spotgym.predictors.classifier", "RegimeClassifier"),
+    "gbm": ("spotgym.predictors.gbm", "GBMPredictor"),
 }
 
 

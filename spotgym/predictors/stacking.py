@@ -9,6 +9,10 @@ and deterministic, so the column value at row t depends on bars 0..t only: the g
 look-ahead checker, truncation included, passes on every column. Rows before the first block
 (or whose inputs are not finite) have no prediction: NaN and ``has_oof`` False, never zero.
 
+Every fold of a return forecaster (a ``return`` target) is also scored against the ARIMA baseline of
+``spec.arima`` (``spotgym.predictors.arima``): fitted on the fold's training rows, forecasting its
+test rows causally; one fit per training span, shared by the predictors.
+
 Results are cached on disk under a key made of the frame's content (timestamps, prices,
 feature values and column names), the stacking config and the library versions, so a second
 run with the same data and spec loads instead of training.
@@ -32,6 +36,7 @@ from spotgym.core import FeatureFrame, array_digest, stable_hash
 from spotgym.data.cache import default_data_dir
 from spotgym.data.splits import Fold, WalkForward
 from spotgym.features import FeatureSpec
+from spotgym.predictors.arima import arima_fold_metrics
 from spotgym.predictors.base import BasePredictor, NotEnoughData, library_versions
 from spotgym.predictors.config import StackingSpec
 from spotgym.predictors.metrics import format_folds, format_summary, summarize
@@ -40,7 +45,7 @@ from spotgym.predictors.registry import load_predictor, make_predictor
 logger = logging.getLogger("spotgym.predictors")
 
 CACHE_ENV = "SPOTGYM_PREDICTIONS_CACHE"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: fold records carry the ARIMA baseline
 _OFF = {"", "0", "off", "false", "no", "none"}
 
 
@@ -123,6 +128,7 @@ def oof_predictions(frame: FeatureFrame, spec: StackingSpec, feature_spec: Featu
         plan.append((config, predictor_folds(proto, frame, spec)))
     folds_out: list[dict[str, Any]] = []
     models: dict[str, BasePredictor | None] = {}
+    arima_fits: dict[Any, Any] = {}  # training span -> fitted ARIMA baseline, shared by the return forecasters
     col = 0
     bar = tqdm(total=sum(len(f) for _, f in plan), desc="predictor folds", unit="fold",
                disable=None if progress is None else not progress, leave=False)
@@ -156,6 +162,9 @@ def oof_predictions(frame: FeatureFrame, spec: StackingSpec, feature_spec: Featu
                     if key in model.fit_info:
                         record[key] = model.fit_info[key]
                 record.update(model.evaluate(frame, fold.test, out, fold.train))
+                if spec.arima is not None and "return" in config.targets:
+                    record.update(arima_fold_metrics(frame.close, fold.train, fold.test, out, config.horizon,
+                                                     spec.arima, arima_fits))
                 folds_out.append(record)
                 models[config.name] = model
                 line = format_folds([record])

@@ -23,7 +23,8 @@ RISK_RULES: dict[str, str] = {
     "vol_target": "annualised volatility the position is scaled to, from causal realised volatility",
     "vol_window": "bars of realised volatility behind vol_target and kelly_fraction (default 168)",
     "kelly_fraction": "cap the position at this fraction of the Kelly one, forecast / variance per bar (0..1)",
-    "kelly_column": "the frame column of the return forecast behind kelly_fraction (e.g. lstm_ret_h1)",
+    "kelly_column": "the frame column of a raw log-return forecast behind kelly_fraction (e.g. a gbm predictor's "
+                    "gbm_ret_h1; the LSTM's return column is in units of its training std, not raw)",
     "stop_loss": "exit when the close falls this fraction below the entry price",
     "take_profit": "exit when the close rises this fraction above the entry price",
     "trailing_stop": "exit when the close falls this fraction below the highest close since entry",
@@ -71,7 +72,7 @@ class RiskConfig:
             checks.fail("RiskConfig", "vol_window", "needs vol_target or kelly_fraction", self.vol_window)
         if (self.kelly_fraction is None) != (self.kelly_column is None):
             raise ValueError("RiskConfig.kelly_fraction and RiskConfig.kelly_column go together: the Kelly cap needs "
-                             "the column of a return forecast (e.g. kelly_column: lstm_ret_h1)")
+                             "the column of a return forecast (e.g. kelly_column: gbm_ret_h1)")
         if self.kelly_column is not None and not isinstance(self.kelly_column, str):
             checks.fail("RiskConfig", "kelly_column", "must be a column name", self.kelly_column)
         if self.max_orders_per_hour is not None and self.max_orders_per_hour > MAX_ORDERS_PER_HOUR:

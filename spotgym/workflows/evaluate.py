@@ -203,7 +203,10 @@ def evaluate(exp, *, folds: int | None = None, tune_trials: int = 0, n_jobs: int
 
     fold_docs = []
     for o in outcomes:
+        run_metrics = json.loads((Path(o.run_dir) / "metrics.json").read_text())
         fold_docs.append({
+            "validation": {"selected": run_metrics.get("selected", "agent"),
+                           "val": (run_metrics.get("best") or {}).get("val")},
             "index": o.index, "split": {name: split_record(frame, rows) for name, rows in o.rows.items()},
             "run_dir": str(o.run_dir), "n_configs": o.n_configs, "values": o.values, "study": o.study,
             "scale": agent["scales"][o.index],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from spotgym.data import load_bars
 from spotgym.features import LookaheadError, assert_no_lookahead, build_features
 from spotgym.predictors import (
+    FrameSpec,
     build_frame,
     build_frame_with_report,
     default_frame_spec,
@@ -22,6 +24,9 @@ from spotgym.predictors.metrics import verdicts
 
 SPEC = default_frame_spec(tiny=True)
 OOF_COLUMNS = list(SPEC.predictors.output_columns)
+# every predictor kind, on the same refit schedule (the generic causality tests run over all of them); without
+# the ARIMA baseline, which adds fold metrics, never columns (its own causality test is in test_arima.py)
+ALL_KINDS = FrameSpec(SPEC.features, replace(tiny_stacking(gbm=True), arima=None))
 
 
 @pytest.fixture(autouse=True)
@@ -41,15 +46,16 @@ def built(bars):
 
 
 def test_oof_columns_pass_the_lookahead_checker(bars):
-    # cuts: before the first block, inside blocks 0 and 1, in the last (partial) block
-    compute = lambda b: build_frame(b, SPEC, cache=False)  # noqa: E731
+    # cuts: before the first block, inside blocks 0 and 1, in the last (partial) block; every kind's columns
+    assert {m.kind for m in ALL_KINDS.predictors.models} == {"lstm", "regime", "gbm"}
+    compute = lambda b: build_frame(b, ALL_KINDS, cache=False)  # noqa: E731
     assert assert_no_lookahead(compute, bars, cuts=[1500, 1750, 2400, 2950]) == [1500, 1750, 2400, 2950]
 
 
-@pytest.mark.parametrize("kind", ["lstm", "regime"])
+@pytest.mark.parametrize("kind", ["lstm", "regime", "gbm"])
 def test_in_sample_variant_is_caught(bars, kind):
     """The same model fitted on every labelled row (the classic leak) fails the checker."""
-    config = next(m for m in SPEC.predictors.models if m.kind == kind)
+    config = next(m for m in ALL_KINDS.predictors.models if m.kind == kind)
 
     def in_sample(b):
         frame = build_features(b)
@@ -75,7 +81,7 @@ def test_rows_without_oof_are_nan_and_invalid_never_zero(built):
 
 
 def test_each_block_is_written_by_a_model_trained_before_it(bars):
-    spec = tiny_stacking()
+    spec = tiny_stacking(gbm=True)
     indicators = build_features(bars)
     for config in spec.models:
         folds = predictor_folds(make_predictor(config), indicators, spec)
@@ -94,11 +100,12 @@ def test_fold_metrics_are_reported_against_baselines(built):
                                                            ("regime", 0), ("regime", 1), ("regime", 2)]
     lstm, regime = folds[0], folds[3]
     for key in ("ret_mae", "ret_mae_zero", "ret_mae_persistence", "ret_dir_acc", "ret_dir_acc_majority",
-                "ret_dir_acc_persistence", "ret_dir_acc_reversal", "cls_log_loss", "cls_log_loss_prior", "cls_acc", "cls_acc_majority"):
+                "ret_dir_acc_persistence", "ret_dir_acc_reversal", "ret_mae_arima", "ret_dir_acc_arima", "cls_log_loss", "cls_log_loss_prior", "cls_acc", "cls_acc_majority"):
         assert np.isfinite(lstm[key]), key
     for key in ("trend_acc", "trend_acc_majority", "trend_acc_persistence", "trend_log_loss",
                 "trend_log_loss_prior", "vol_acc", "vol_log_loss", "vol_log_loss_prior"):
         assert np.isfinite(regime[key]), key
+    assert lstm["arima_order"] == "1,0,1" and "arima_order" not in regime  # the baseline of return forecasts only
     # the last block [2922, 3000) is cut short by the data; its last `horizon` rows have no label yet
     assert lstm["n_eval"] == 600 and regime["n_eval"] == 600
     assert folds[2]["n_eval"] == 78 - 1 and folds[5]["n_eval"] == 78 - 12
@@ -108,7 +115,9 @@ def test_fold_metrics_are_reported_against_baselines(built):
     assert summary["lstm"]["folds"] == 3 and summary["regime"]["n_eval"] > 1200
     # every verdict in the report agrees with its numbers: an error lower than the baseline's is an edge
     pairs = re.findall(r"(\w+_mae)=([\d.e+-]+) vs (\w+)=([\d.e+-]+): (edge|no edge)", report)
-    assert {p[0] for p in pairs} == {"ret_mae"} and len(pairs) == 2  # vs the zero and the persistence forecast
+    # vs the zero, the persistence and the ARIMA forecast
+    assert {p[0] for p in pairs} == {"ret_mae"} and [p[2] for p in pairs] == ["ret_mae_zero", "ret_mae_persistence",
+                                                                               "ret_mae_arima"]
     for _, value, _, ref, verdict in pairs:
         assert verdict == ("edge" if float(value) < float(ref) else "no edge")
 

@@ -10,12 +10,20 @@ import torch
 
 from spotgym.data import load_bars
 from spotgym.features import FeatureSpec, build_features, default_spec
-from spotgym.predictors import LSTMConfig, LSTMPredictor, Predictor, load_predictor, make_predictor, tiny_stacking
+from spotgym.predictors import (
+    LSTMConfig,
+    LSTMPredictor,
+    Predictor,
+    load_predictor,
+    make_predictor,
+    tiny_gbm,
+    tiny_stacking,
+)
 from spotgym.predictors.lstm import resolve_device
 
 INDICATORS = default_spec()
 CONFIGS = [*tiny_stacking().models, LSTMConfig(name="gru", cell="gru", window=8, hidden=8, epochs=1,
-                                               targets=("direction",), device="cpu")]
+                                               targets=("direction",), device="cpu"), tiny_gbm()]
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +54,15 @@ def test_save_load_predict_identical(frame, tmp_path, config):
     assert meta["kind"] == config.kind and meta["config_hash"] == config.hash
     assert meta["input_columns"] == list(frame.columns) == list(loaded.input_columns)
     assert meta["feature_spec_hash"] == INDICATORS.hash
-    assert {"spotgym", "python", "numpy", "torch", "sklearn"} <= set(meta["versions"])
+    assert {"spotgym", "python", "numpy", "torch", "sklearn", "lightgbm", "statsmodels"} <= set(meta["versions"])
     if config.kind == "lstm":
         assert len(meta["state"]["scaler"]["mean"]) == len(frame.columns)
         assert meta["state"]["target_scale"] > 0 and meta["state"]["flat_threshold"] >= 0
     else:
         assert meta["state"]["scaler"] is None
+    if config.kind == "gbm":  # the boosters are LightGBM text files (no pickle), one per target
+        assert sorted(p.name for p in folder.glob("booster_*.txt")) == ["booster_direction.txt", "booster_return.txt"]
+        assert meta["state"]["n_features"] == len(frame.columns) * (1 + len(config.lags))
 
 
 def test_loading_against_other_columns_is_a_clear_error(bars, frame, tmp_path):

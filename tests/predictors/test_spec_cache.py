@@ -10,7 +10,9 @@ from spotgym.data import load_bars
 from spotgym.features import FeatureSpec, build_features, default_spec
 from spotgym.predictors import (
     CACHE_ENV,
+    ArimaConfig,
     FrameSpec,
+    GBMConfig,
     LSTMConfig,
     RegimeConfig,
     StackingSpec,
@@ -36,7 +38,10 @@ def bars(eth_1h_path):
 
 
 def test_spec_round_trip_and_hash():
-    for spec in (TINY, default_frame_spec()):
+    with_gbm = FrameSpec(TINY.features, StackingSpec((*tiny_stacking().models, GBMConfig(lags=[24, 1])),
+                                                     arima={"orders": [[1, 0, 0], [1, 0, 1]], "max_train": None}))
+    no_arima = FrameSpec(TINY.features, StackingSpec(tiny_stacking().models, arima=None))
+    for spec in (TINY, default_frame_spec(), with_gbm, no_arima):
         config = spec.to_config()
         predictors = config.pop("predictors")
         again = FrameSpec.from_config(config, predictors)
@@ -53,6 +58,15 @@ def test_spec_round_trip_and_hash():
     gru = predictor_config({"kind": "gru", "hidden": 4})
     assert gru.cell == "gru" and gru.name == "gru" and gru.output_columns[0] == "gru_ret_h1"
     assert default_frame_spec().predictors.models[0].device == "auto"
+    gbm = predictor_config({"kind": "gbm", "name": "boost", "horizon": 4, "lags": [4, 1], "targets": ["return"]})
+    assert gbm.output_columns == ("boost_ret_h4",) and gbm.lags == (1, 4)
+    assert with_gbm.predictors.models[2].lags == (1, 24) and with_gbm.predictors.arima.orders == ((1, 0, 0), (1, 0, 1))
+    assert with_gbm.predictors.output_columns[-4:] == ("gbm_ret_h1", "gbm_p_down", "gbm_p_flat", "gbm_p_up")
+    # the ARIMA baseline: on by default (ARMA(1, 1), the last 10,000 training rows); null turns it off
+    assert TINY.predictors.arima == ArimaConfig() and ArimaConfig().orders == ((1, 0, 1),)
+    assert StackingSpec.from_config({"models": [{"kind": "gbm"}], "arima": None}).arima is None
+    assert ArimaConfig(orders=[2, 0, 1]).orders == ((2, 0, 1),)
+    assert len({TINY.hash, no_arima.hash, with_gbm.hash}) == 3
     with pytest.raises(TypeError, match="build_frame"):
         build_features(None, TINY)  # the indicators-only function refuses a spec with predictors
 
@@ -66,6 +80,29 @@ def test_spec_round_trip_and_hash():
     (lambda: RegimeConfig(targets=()), "RegimeConfig.targets"),
     (lambda: StackingSpec((RegimeConfig(horizon=24),), purge=10), "purge must be >= the longest label horizon"),
     (lambda: StackingSpec((LSTMConfig(), LSTMConfig())), "own name"),
+    (lambda: GBMConfig(targets=("return", "trend")), r"GBMConfig.targets has unknown name\(s\) \['trend'\]"),
+    (lambda: GBMConfig(name="my gbm"), "GBMConfig.name"),
+    (lambda: GBMConfig(lags=(1, 0)), "GBMConfig.lags must be an integer >= 1"),
+    (lambda: GBMConfig(lags=(2, 2)), "GBMConfig.lags must not repeat"),
+    (lambda: GBMConfig(lags=3), "GBMConfig.lags must be a list"),
+    (lambda: GBMConfig(loss="quantile"), "GBMConfig.loss"),
+    (lambda: GBMConfig(num_leaves=1), "GBMConfig.num_leaves must be an integer >= 2"),
+    (lambda: GBMConfig(n_estimators=0), "GBMConfig.n_estimators"),
+    (lambda: GBMConfig(learning_rate=0), "GBMConfig.learning_rate"),
+    (lambda: GBMConfig(feature_fraction=1.5), "GBMConfig.feature_fraction"),
+    (lambda: GBMConfig(bagging_fraction=0), "GBMConfig.bagging_fraction"),
+    (lambda: GBMConfig(early_stopping_rounds=0), "GBMConfig.early_stopping_rounds"),
+    (lambda: GBMConfig(threads=0), "GBMConfig.threads"),
+    (lambda: predictor_config({"kind": "gbm", "trees": 3}), r"unknown gbm predictor key\(s\) \['trees'\]"),
+    (lambda: StackingSpec((GBMConfig(), GBMConfig(name="gbm"))), "own name"),
+    (lambda: ArimaConfig(orders=(1, 1, 1)), "ArimaConfig.orders must have d = 0"),
+    (lambda: ArimaConfig(orders=((1, 0, 1), (9, 0, 0))), "ArimaConfig.orders must keep p and q <= 5"),
+    (lambda: ArimaConfig(orders=((1, 0),)), "ArimaConfig.orders must hold"),
+    (lambda: ArimaConfig(orders=()), "ArimaConfig.orders must be"),
+    (lambda: ArimaConfig(max_train=10), "ArimaConfig.max_train must be an integer >= 50"),
+    (lambda: StackingSpec.from_config({"models": [{"kind": "gbm"}], "arima": {"order": [1, 0, 1]}}),
+     r"unknown arima key\(s\) \['order'\]"),
+    (lambda: StackingSpec((GBMConfig(),), arima="arma"), "StackingSpec.arima"),
     (lambda: StackingSpec(()), "StackingSpec.models"),
     (lambda: predictor_config({"kind": "transformer"}), "unknown predictor kind 'transformer'"),
     (lambda: predictor_config({"kind": "lstm", "hiden": 3}), r"unknown lstm predictor key\(s\) \['hiden'\]"),

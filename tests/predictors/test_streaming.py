@@ -8,7 +8,7 @@ import torch
 
 from spotgym.data import load_bars
 from spotgym.features import build_features, default_spec
-from spotgym.predictors import LSTMConfig, make_predictor, tiny_stacking
+from spotgym.predictors import LSTMConfig, make_predictor, tiny_gbm, tiny_stacking
 
 INDICATORS = default_spec()
 N_HISTORY, N_STREAM = 2400, 24
@@ -30,7 +30,7 @@ def frame(bars):
 
 
 CONFIGS = [*tiny_stacking().models, LSTMConfig(name="gru", cell="gru", window=8, hidden=8, epochs=1,
-                                               max_train_windows=512, device="cpu")]
+                                               max_train_windows=512, device="cpu"), tiny_gbm()]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
@@ -51,13 +51,17 @@ def test_update_equals_batch_predict(bars, frame, config):
     np.testing.assert_array_equal(np.array(streamed), batch)  # bit-identical, not merely close
 
 
-def test_single_row_predictions_do_not_depend_on_the_batch(frame):
+@pytest.mark.parametrize("config", [tiny_stacking().models[0], tiny_gbm()], ids=lambda c: c.name)
+def test_single_row_predictions_do_not_depend_on_the_batch(frame, config):
     """The property behind streaming equality and the truncation check: rows are computed alone."""
-    model = make_predictor(tiny_stacking().models[0]).fit(frame, range(700, 1500))
+    model = make_predictor(config).fit(frame, range(700, 1500))
     full = model.predict(frame)
     for rows in ([2100], [2099, 2100], list(range(2000, 2423, 7)), range(1020, 1030)):
         np.testing.assert_array_equal(model.predict(frame, rows), full[np.asarray(rows)])
-    assert np.isnan(full[:698 + 15]).all() and np.isfinite(full[698 + 15:]).all()  # window of 16 after warm-up
+    # the LSTM's window of 16 rows, or the GBM's current row and rows 1 and 4 back, after the indicator warm-up
+    assert model.lookback == {"lstm": 16, "gbm": 5}[config.kind]
+    first = 698 + model.lookback - 1
+    assert np.isnan(full[:first]).all() and np.isfinite(full[first:]).all()
 
 
 def test_stream_rejects_out_of_order_bars_and_needs_a_spec(bars, frame):
