@@ -34,6 +34,8 @@ setup(
         "tensorboard>=2.16",
         "wandb>=0.17",
         "plotly>=5.20",
+        "sqlalchemy>=2.0",
+        "cryptography>=42",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "psycopg2-binary>=2.9", "import-linter>=2.1"],

@@ -89,9 +89,84 @@ def _train(args: argparse.Namespace) -> int:
 def _backtest(args: argparse.Namespace) -> int:
     from spotgym.workflows.backtest import backtest
 
-    out = backtest(args.run_dir, split=args.split, data=args.data, out=args.out, checkpoint=args.checkpoint)
+    out = backtest(args.run_dir, split=args.split, data=args.data, out=args.out, checkpoint=args.checkpoint,
+                   start=args.start, end=args.end, warmup_bars=args.warmup_bars)
     print(f"report:        {out / 'report.html'}")
     print(f"metrics:       {out / 'metrics.json'} (trades.csv, decisions.csv, equity.csv beside it)")
+    return 0
+
+
+def _live_run(args: argparse.Namespace) -> int:
+    from spotgym.live.runner import LiveSettings, load_live_config, run_live
+
+    values = load_live_config(args.config) if args.config else {}
+    flags = {"symbol": args.symbol, "session": args.session, "journal": args.journal, "sim_url": args.sim_url,
+             "data": args.data, "start": args.start, "bars": args.bars, "speed": args.speed, "key": args.key}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    settings = LiveSettings(mode=args.mode, confirm_real_money=args.i_understand_this_trades_real_money,
+                            checkpoint=args.checkpoint, **values)
+    summary = run_live(args.run_dir, settings)
+    print(f"export:        spotgym live export --session {summary['session']} --journal {summary['journal']} "
+          "--out DIR")
+    return 0
+
+
+def _journal_for(args: argparse.Namespace) -> str:
+    """``--journal``, else the one journal under ``./runs/*/live/<session>/`` (the default place)."""
+    if args.journal:
+        return args.journal
+    found = sorted(Path(".").glob(f"runs/**/live/{args.session}/journal.sqlite")) if args.session else []
+    if len(found) == 1:
+        return str(found[0])
+    raise ValueError("give --journal URL_OR_PATH (the session's journal: RUN_DIR/live/<session>/journal.sqlite by "
+                     "default)" + (f"; {len(found)} journals match" if found else ""))
+
+
+def _live_status(args: argparse.Namespace) -> int:
+    from spotgym.live.export import session_status
+    from spotgym.live.journal import Journal
+
+    target = _journal_for(args)
+    names = [args.session] if args.session else [r["name"] for r in Journal.session_names(target)]
+    if not names:
+        print(f"no sessions in {target}")
+        return 0
+    for name in names:
+        j = Journal(target, name)
+        try:
+            st = session_status(j)
+        finally:
+            j.close()
+        eq = "-" if st["equity"] is None else f"{st['equity']:,.2f}"
+        print(f"{st['session']}: {st['mode']} {st['symbol']} {st['state']}{' HALTED' if st['halted'] else ''}, "
+              f"last bar {st['last_bar']}, equity {eq}, position {st['position']}, {st['decisions']} decisions, "
+              f"{st['orders']} orders ({st['unresolved_orders']} unresolved), {st['fills']} fills")
+    return 0
+
+
+def _live_command(args: argparse.Namespace) -> int:
+    from spotgym.live.journal import Journal
+
+    target = _journal_for(args)
+    j = Journal(target, args.session)
+    try:
+        j.request(args.live_command.replace("-", "_"))
+    finally:
+        j.close()
+    print(f"{args.live_command}: requested for session {args.session} (the runner applies it before its next decision)")
+    return 0
+
+
+def _live_export(args: argparse.Namespace) -> int:
+    from spotgym.live.export import export_session
+    from spotgym.live.journal import Journal
+
+    j = Journal(_journal_for(args), args.session)
+    try:
+        paths = export_session(j, args.out)
+    finally:
+        j.close()
+    print(f"exported:      {', '.join(p.name for p in paths.values())} to {args.out}")
     return 0
 
 
@@ -185,7 +260,8 @@ def _sim_serve(args: argparse.Namespace) -> int:
         start = when.value // 1_000_000
     captures = _pairs(args.capture, "--capture", "SYMBOL=FILE, e.g. ETH/USDT=BINANCE_ETHUSDT_l2feed_20240808.jsonl.gz")
     app = create_app(markets, start_ms=int(start), speed=speed, bar_pause_ms=args.bar_pause_ms, faults=faults,
-                     fee=args.fee, ticks_per_bar=args.ticks_per_bar, balances=balances or None, api_key=key,
+                     fee=args.fee, spread_bps=args.spread_bps, fee_asset=args.fee_asset,
+                     ticks_per_bar=args.ticks_per_bar, balances=balances or None, api_key=key,
                      api_secret=secret, seed=args.seed, event_log=args.event_log, captures=captures or None)
     ex = app.state.exchange
     print(f"sim: {', '.join(f'{m.symbol} ({len(m.timestamps):,} bars)' for m in ex.markets.values())}, market clock "
@@ -246,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--out", required=True, help="output .csv, .csv.gz or .parquet")
     rs.set_defaults(func=_data_resample)
 
+    from spotgym.data.record import add_record_command
+
+    add_record_command(data_sub)
+
     tr = sub.add_parser("train", help="train an agent from an experiment file; writes a run directory")
     tr.add_argument("experiment", help="experiment YAML, e.g. experiments/ethusdt_1h_ppo.yaml")
     add_set_option(tr)
@@ -260,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--checkpoint", action="store_true",
                     help="trade the kept checkpoint even when the run selected cash (nothing beat cash on validation): "
                          "to see what was rejected")
+    bt.add_argument("--from", dest="start", default=None, metavar="ISO",
+                    help="with --data: trade from the bar opening at ISO (the bars before it only warm up)")
+    bt.add_argument("--to", dest="end", default=None, metavar="ISO", help="with --data: ... to the bar opening at ISO")
+    bt.add_argument("--warmup-bars", type=int, default=1000, metavar="N",
+                    help="with --from: bars before it the frame is built over (default 1000, as `spotgym live run`)")
     bt.set_defaults(func=_backtest)
 
     tu = sub.add_parser("tune", help="Optuna (TPE) hyper-parameter search on the validation split; resumable, "
@@ -325,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(the schema of POST /sim/faults)")
     sv.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     sv.add_argument("--fee", type=float, default=0.001, help="commission rate per fill (default 0.001)")
+    sv.add_argument("--spread-bps", type=float, default=None, metavar="BPS",
+                    help="best bid to best ask of the synthetic book, in basis points (default 1)")
+    sv.add_argument("--fee-asset", choices=["received", "quote"], default="received",
+                    help="who pays the commission: the asset a fill brings in (Binance's default) or always the quote "
+                         "asset (as when fees are paid in BNB)")
     sv.add_argument("--ticks-per-bar", type=int, default=4, help="trades per bar of the intrabar path (>= 4)")
     sv.add_argument("--event-log", default=None, metavar="FILE",
                     help="append every event (market streams with subscribers, trades, user data) to FILE")
@@ -332,6 +422,51 @@ def build_parser() -> argparse.ArgumentParser:
                     help="accept permessage-deflate on websockets, as Binance does (off: on loopback it only costs CPU)")
     sv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=_sim_serve)
+
+    live = sub.add_parser("live", help="trade a run: sim, paper, testnet, demo or live, journaled")
+    live_sub = live.add_subparsers(dest="live_command", required=True)
+    lr = live_sub.add_parser("run", help="trade a trained run through the same env, bar by bar")
+    lr.add_argument("run_dir", help="a run directory written by `spotgym train`")
+    lr.add_argument("--mode", required=True, choices=["sim", "paper", "testnet", "demo", "live"])
+    lr.add_argument("--symbol", default=None, help="market to trade (default: the run's)")
+    lr.add_argument("--sim-url", default=None, metavar="URL", help="a running `spotgym sim serve` to trade against")
+    lr.add_argument("--data", default=None, metavar="FILE",
+                    help="replay FILE in-process (the real replay exchange on loopback) from --from")
+    lr.add_argument("--from", dest="start", default=None, metavar="ISO", help="with --data: the first decision's bar")
+    lr.add_argument("--bars", type=int, default=None, metavar="N", help="stop after N bars (default: run until stopped)")
+    lr.add_argument("--speed", default=None, help="with --data: max (the runner steps the clock bar by bar)")
+    lr.add_argument("--journal", default=None, metavar="URL",
+                    help="journal: a SQLite path or a SQLAlchemy URL (default RUN_DIR/live/<session>/journal.sqlite)")
+    lr.add_argument("--session", default=None, metavar="NAME", help="session name (same name + journal: resume)")
+    lr.add_argument("--config", default=None, metavar="live.yaml",
+                    help="live settings: warmup_bars, poll_seconds, stale_bars, stale_policy (hold|flatten|stop), "
+                         "budget, key, risk, price_source")
+    lr.add_argument("--key", default=None, metavar="NAME", help="keystore key (default: SPOTGYM_<MODE>_API_KEY/SECRET)")
+    lr.add_argument("--checkpoint", action="store_true", help="trade the kept checkpoint even if the run selected cash")
+    lr.add_argument("--i-understand-this-trades-real-money", action="store_true",
+                    help="required by --mode live")
+    lr.set_defaults(func=_live_run)
+    ls_ = live_sub.add_parser("status", help="sessions of a journal: state, account, orders")
+    ls_.add_argument("--journal", default=None, metavar="URL")
+    ls_.add_argument("--session", default=None, metavar="NAME")
+    ls_.set_defaults(func=_live_status)
+    for name, text in (("stop", "stop the session's runner before its next decision"),
+                       ("flatten", "go to cash at the next decision and pause entries"),
+                       ("pause", "hold cash from the next decision on"), ("resume", "lift a pause / flatten / halt"),
+                       ("reset-halt", "lift the risk layer's drawdown halt")):
+        lc = live_sub.add_parser(name, help=text)
+        lc.add_argument("--session", required=True, metavar="NAME")
+        lc.add_argument("--journal", default=None, metavar="URL")
+        lc.set_defaults(func=_live_command)
+    le = live_sub.add_parser("export", help="a session's decisions, orders, fills and equity as CSV")
+    le.add_argument("--session", required=True, metavar="NAME")
+    le.add_argument("--journal", default=None, metavar="URL")
+    le.add_argument("--out", required=True, metavar="DIR")
+    le.set_defaults(func=_live_export)
+
+    from spotgym.live.keys import add_keys_commands
+
+    add_keys_commands(sub)
     return parser
 
 

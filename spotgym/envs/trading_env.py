@@ -26,6 +26,7 @@ from spotgym.envs.config import EnvConfig, resolve_config
 from spotgym.envs.core import AccountEngine
 from spotgym.envs.info import info_dict
 from spotgym.envs.market import MarketData
+from spotgym.risk import nb as risk_nb
 
 __all__ = ["TradingEnv"]
 
@@ -94,12 +95,14 @@ class TradingEnv(gym.Env):
         return self.engine.action_masks()[0]
 
     # ------------------------------------------------------------------ the live seam
-    def plan_order(self, action, price: float | None = None) -> float:
+    def plan_order(self, action, price: float | None = None, *, slippage: bool = False) -> float:
         """Signed base quantity (after the exchange rules) that ``action`` asks for at ``price`` (default:
-        the close of the current row), with no slippage: what a live runner sends to a broker."""
+        the close of the current row): what a live runner sends to a broker. ``slippage=True`` sizes it as the
+        kernel sizes a fill at that open (the configured slippage priced in, so a buy leaves that much headroom;
+        no volume cap or impact: the bar's volume is not known yet)."""
         self._check_running()
         ref = float(self.market.close[self.engine.ist[0, nb.ROW]] if price is None else price)
-        qty, _, _ = self.engine.fill(self._scalar(action), ref, 0.0, slippage=False)
+        qty, _, _ = self.engine.fill(self._scalar(action), ref, np.inf if slippage else 0.0, slippage=slippage)
         return qty
 
     def simulate_fill(self, action) -> tuple[float, float, float]:
@@ -179,6 +182,45 @@ class TradingEnv(gym.Env):
     def reset_halt(self) -> None:
         """Lift the drawdown halt by hand: entries resume and the peak restarts at the current equity."""
         self.engine.reset_halt(0)
+
+    def sync_account(self, cash: float, units: float, entry_price: float | None = None) -> None:
+        """Set the account to what the exchange holds (a live start or restart): ``cash`` quote, ``units`` base,
+        marked at the current close. The risk state's peak starts there (``restore_risk`` puts a journaled one
+        back)."""
+        self._check_running()
+        cash, units = float(cash), float(units)
+        if not (cash >= 0.0 and units >= 0.0):
+            raise ValueError(f"an account holds cash >= 0 and units >= 0, got cash={cash}, units={units}")
+        fs, row = self.engine.fs, self.row
+        close = float(self.market.close[row])
+        fs[0, nb.CASH], fs[0, nb.UNITS] = cash, units
+        fs[0, nb.EQUITY] = fs[0, nb.PEAK] = cash + units * close
+        fs[0, nb.ENTRY] = (float(entry_price) if entry_price else close) if units > 0.0 else 0.0
+        self.engine.rs[0, risk_nb.R_PEAK] = fs[0, nb.EQUITY]
+        self.engine.rs[0, risk_nb.R_HIGH] = close if units > 0.0 else 0.0
+        self._equity_before[0] = fs[0, nb.EQUITY]
+
+    def risk_state(self) -> dict[str, float]:
+        """What of the risk layer's state must survive a live restart (the journal keeps it): the drawdown halt
+        and the equity peak it is measured from, the position's high (trailing stop), the day's start equity."""
+        rs = self.engine.rs[0]
+        return {"halted": float(rs[risk_nb.R_HALTED]), "peak": float(rs[risk_nb.R_PEAK]),
+                "high": float(rs[risk_nb.R_HIGH]), "day": float(rs[risk_nb.R_DAY]),
+                "day_equity": float(rs[risk_nb.R_DAY_EQ])}
+
+    def restore_risk(self, state: dict[str, float] | None) -> None:
+        """Put a journaled ``risk_state()`` back (a restarted runner). A halt stays on; its cool-down (if any)
+        restarts at the current bar."""
+        if not state:
+            return
+        rs = self.engine.rs[0]
+        rs[risk_nb.R_PEAK] = max(float(state.get("peak", rs[risk_nb.R_PEAK])), float(self.engine.fs[0, nb.EQUITY]))
+        rs[risk_nb.R_HIGH] = float(state.get("high", rs[risk_nb.R_HIGH]))
+        rs[risk_nb.R_DAY] = float(state.get("day", rs[risk_nb.R_DAY]))
+        rs[risk_nb.R_DAY_EQ] = float(state.get("day_equity", rs[risk_nb.R_DAY_EQ]))
+        if state.get("halted"):
+            rs[risk_nb.R_HALTED] = 1.0
+            rs[risk_nb.R_HALT_ROW] = float(self.row)
 
     # ------------------------------------------------------------------ helpers
     def _observation(self):

@@ -71,6 +71,8 @@ def create_app(
     event_log: str | Path | bool | None = None,
     weight_limit: int = WEIGHT_LIMIT,
     captures: Mapping[str, str | Path] | None = None,
+    spread_bps: float | None = None,
+    fee_asset: str = "received",
 ) -> FastAPI:
     """The replay server app over ``markets`` (see ``ReplayExchange`` for the market arguments).
 
@@ -88,7 +90,7 @@ def create_app(
         if api_key is not None:
             kwargs.update(api_key=api_key, api_secret=api_secret)
         ex = ReplayExchange(markets, now_ms=now_ms, start_ms=start_ms, rules=rules, fee=fee, balances=balances,
-                            seed=seed, captures=captures, **kwargs)
+                            seed=seed, captures=captures, spread_bps=spread_bps, fee_asset=fee_asset, **kwargs)
         if event_log:
             ex.record()
         return ex

@@ -65,6 +65,7 @@ class Market:
         self.ohlcv = np.ascontiguousarray(ohlcv, dtype=np.float64)
         self.interval_ms = int(interval_ms)
         self.ticks_per_bar = int(ticks_per_bar)
+        self.spread_bps = SPREAD_BPS  # best bid to best ask of the synthetic book (ReplayExchange sets it)
         self._tick_step = self.interval_ms // self.ticks_per_bar
         self._paths, self._qtys = self._tick_paths()
         # quote volume of each whole bar, from its ticks
@@ -297,7 +298,7 @@ class Market:
     # ------------------------------------------------------------------ the book
     def book(self, now: int, levels: int = BOOK_LEVELS) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """The synthetic ladder at ``now``: ``levels`` bids and asks around the last trade price, one price step
-        apart, the best ones ``SPREAD_BPS`` apart (at least a tick); each level holds a share of the current
+        apart, the best ones ``spread_bps`` apart (at least a tick); each level holds a share of the current
         bar's per-tick volume, growing with the distance from the touch."""
         if self.capture is not None and self.capture.covers(now):
             return self.capture.book(now, levels)
@@ -307,7 +308,7 @@ class Market:
         tick = self.rules.tick_size or 10 ** -8
         step = self.rules.step_size
         mid = last.price
-        half = max(mid * SPREAD_BPS * 0.5e-4, tick / 2)
+        half = max(mid * self.spread_bps * 0.5e-4, tick / 2)
         best_bid = math.floor((mid - half) / tick + 1e-9) * tick
         best_ask = math.ceil((mid + half) / tick - 1e-9) * tick
         if best_ask <= best_bid:

@@ -21,6 +21,10 @@ from spotgym.sim.market import Market, Tick, fmt
 __all__ = ["MatchingEngine", "OrderRequest"]
 
 SIDES = ("BUY", "SELL")
+# who pays the commission: "received" (Binance's default: the asset the fill brings in) or "quote" (always the
+# quote asset, as for an account that pays fees in BNB valued in quote: the traded balances are the env's own
+# accounting, where cash pays the fee)
+FEE_ASSETS = ("received", "quote")
 TYPES = ("MARKET", "LIMIT", "LIMIT_MAKER")
 TIFS = ("GTC", "IOC", "FOK")
 _EPS = 1e-9
@@ -57,10 +61,13 @@ def _floor(value: float, step: float) -> float:
 class MatchingEngine:
     """Orders of every account on every symbol; ``publish(account, event)`` receives the user-data events."""
 
-    def __init__(self, markets: dict[str, Market], fee: float, publish: Callable[[Account, dict[str, Any]], None]
-                 ) -> None:
+    def __init__(self, markets: dict[str, Market], fee: float, publish: Callable[[Account, dict[str, Any]], None],
+                 fee_asset: str = "received") -> None:
+        if fee_asset not in FEE_ASSETS:
+            raise ValueError(f"fee_asset must be one of {FEE_ASSETS}, got {fee_asset!r}")
         self.markets = markets
         self.fee = float(fee)
+        self.fee_asset = fee_asset
         self.publish = publish
         self.next_order_id = dict.fromkeys(markets, 1)
         self.next_trade_id = dict.fromkeys(markets, 1)
@@ -197,6 +204,8 @@ class MatchingEngine:
             order.orig_qty = total
         # a buy must be payable as a whole: at least its quantity at the best ask, even past the book's depth
         needed = max(cost, (order.orig_qty * pieces[0][0]) if pieces and order.orig_qty else 0.0)
+        if self.fee_asset == "quote":
+            needed *= 1.0 + self.fee  # the commission leaves the quote balance too
         if order.side == "BUY" and needed > account.free(market.quote) + _EPS:
             raise BinanceError(-2010, "Account has insufficient balance for requested action.")
         if order.side == "SELL" and (order.orig_qty or total) > account.free(market.base) + _EPS:
@@ -255,8 +264,10 @@ class MatchingEngine:
     def _fill(self, account: Account, market: Market, order: Order, price: float, qty: float, now: int, *,
               maker: bool, locked: bool) -> None:
         quote = round(price * qty, 8)
+        quote_fee = self.fee_asset == "quote"
         if order.side == "BUY":
-            commission, asset = round(qty * self.fee, 8), market.base
+            commission, asset = ((round(quote * self.fee, 8), market.quote) if quote_fee
+                                 else (round(qty * self.fee, 8), market.base))
             if locked:
                 locked_part = round(order.price * qty, 8)  # locked at the limit price, paid at the fill price
                 account.spend_locked(market.quote, locked_part)
@@ -264,7 +275,11 @@ class MatchingEngine:
                 order.locked = round(order.locked - locked_part, 8)
             else:
                 account.add(market.quote, -quote)
-            account.add(market.base, round(qty - commission, 8))
+            if quote_fee:
+                account.add(market.quote, -commission)
+                account.add(market.base, qty)
+            else:
+                account.add(market.base, round(qty - commission, 8))
         else:
             commission, asset = round(quote * self.fee, 8), market.quote
             if locked:

@@ -86,7 +86,8 @@ class ReplayExchange:
                  start_ms: int | None = None, rules: Mapping[str, TradingRules] | None = None, fee: float = 0.001,
                  ticks_per_bar: int = DEFAULT_TICKS_PER_BAR, balances: Mapping[str, float] | None = None,
                  api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET, seed: int = 0,
-                 captures: Mapping[str, str | os.PathLike] | None = None) -> None:
+                 captures: Mapping[str, str | os.PathLike] | None = None, spread_bps: float | None = None,
+                 fee_asset: str = "received") -> None:
         if not markets:
             raise ValueError("markets is empty: give at least one 'BASE/QUOTE' -> bars entry")
         if not 0.0 <= fee < 0.1:
@@ -118,7 +119,12 @@ class ReplayExchange:
         self.listeners: list[Listener] = []
         self.log: list[str] | None = None
         self.streams: Counter[str] = Counter()  # market streams with subscribers
-        self.engine = MatchingEngine(self.markets, self.fee, self._publish_user)
+        if spread_bps is not None:
+            if not spread_bps > 0:
+                raise ValueError(f"spread_bps must be > 0, got {spread_bps}")
+            for m in self.markets.values():
+                m.spread_bps = float(spread_bps)
+        self.engine = MatchingEngine(self.markets, self.fee, self._publish_user, fee_asset)
         self.update_id = dict.fromkeys(self.markets, 1)
         self._books: dict[str, tuple[dict[float, float], dict[float, float]]] = {}
         self._kline_open: dict[tuple[str, str], int] = {}

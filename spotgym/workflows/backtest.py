@@ -21,6 +21,7 @@ from spotgym.backtest import (
     write_report,
 )
 from spotgym.data import load_bars
+from spotgym.data.timeframes import timeframe_to_ms
 from spotgym.envs import FROM_VENUE, decision_rows
 from spotgym.predictors import apply_fitted_predictors
 from spotgym.venue import TradingRules
@@ -29,10 +30,19 @@ from spotgym.workflows.experiment import Experiment, load_experiment
 from spotgym.workflows.prepare import Prepared, pool_rows, prepare, resolve_rules
 from spotgym.workflows.train import load_run_actor, selection_summary
 
-__all__ = ["SPLITS", "backtest", "frame_with_fitted_predictors", "rows_between"]
+__all__ = ["SPLITS", "WARMUP_BARS", "backtest", "frame_with_fitted_predictors", "rows_between", "run_rules"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "test")
+WARMUP_BARS = 1000  # bars before --from that warm indicators and predictors up; `spotgym live run` fetches as many
+
+
+def _utc(value: str, flag: str) -> pd.Timestamp:
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{flag}: {value!r} is not a date / time (ISO, e.g. 2024-06-01 or 2024-06-01T12:00)") from None
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 def rows_between(frame, first: str, last: str) -> range:
@@ -58,7 +68,7 @@ def frame_with_fitted_predictors(run_dir: Path, exp: Experiment, bars: pd.DataFr
     return apply_fitted_predictors(bars, spec, run_dir / "predictors")
 
 
-def _run_rules(manifest: dict[str, Any], prepared: Prepared | None, exp: Experiment) -> TradingRules:
+def run_rules(manifest: dict[str, Any], prepared: Prepared | None, exp: Experiment) -> TradingRules:
     """The trading rules the run trained under (recorded in its manifest), so a backtest applies the same."""
     recorded = (manifest.get("venue") or {}).get("rules")
     if recorded is not None:
@@ -91,13 +101,22 @@ def _backtest_one(exp: Experiment, frame, bars: pd.DataFrame, rows: range, cfg, 
 
 
 def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
-             out: str | Path | None = None, checkpoint: bool = False) -> Path:
+             out: str | Path | None = None, checkpoint: bool = False, start: str | None = None,
+             end: str | None = None, warmup_bars: int = WARMUP_BARS) -> Path:
     """Backtest a run over ``split`` of its own data, or over every usable bar of ``data``. The run's actor
     trades (cash when its selection found nothing better); ``checkpoint=True`` trades the kept checkpoint
-    regardless."""
+    regardless.
+
+    ``start`` / ``end`` (with ``data``): trade from the bar opening at ``start`` to the bar opening at ``end``;
+    the frame is built over ``warmup_bars`` bars before ``start`` and no earlier, exactly as ``spotgym live run``
+    builds it from the exchange's history, so the two make the same decisions over the same span."""
     run_dir = Path(run_dir)
     if split not in SPLITS:
         raise ValueError(f"--split must be one of {SPLITS}, got {split!r}")
+    if (start is not None or end is not None) and data is None:
+        raise ValueError("--from / --to go with --data FILE (the span of that file to trade)")
+    if (start is None) != (end is None):
+        raise ValueError("give --from and --to together")
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir}/config.yaml not found: not a spotgym run directory")
     exp = load_experiment(run_dir / "config.yaml")
@@ -110,23 +129,35 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
         rows = rows_between(frame, split_info["first"], split_info["last"])
         label = split
     else:
-        bars = load_bars(data, exp.data.gap_policy, symbol=exp.data.symbol)
+        first = None
+        if start is not None:
+            first, last = _utc(start, "--from"), _utc(end, "--to")
+            if last <= first:
+                raise ValueError(f"--to {end} is not after --from {start}")
+            tf = pd.Timedelta(milliseconds=timeframe_to_ms(exp.data.timeframe))
+            bars = load_bars(data, exp.data.gap_policy, symbol=exp.data.symbol, start=first - warmup_bars * tf,
+                             end=last)
+        else:
+            bars = load_bars(data, exp.data.gap_policy, symbol=exp.data.symbol)
         if bars.attrs["timeframe"] != exp.data.timeframe:
             raise ValueError(f"{data} holds {bars.attrs['timeframe']} bars; the run was trained on {exp.data.timeframe}")
         frame = frame_with_fitted_predictors(run_dir, exp, bars, manifest)
         try:
-            rows = decision_rows(frame, exp.env_config().window)
+            rows = (rows_between(frame, str(first), str(last)) if first is not None
+                    else decision_rows(frame, exp.env_config().window))
         except ValueError as exc:
             raise ExperimentError(f"{data}: {exc}") from None
-        label = Path(data).name
+        label = Path(data).name if first is None else f"{Path(data).name}, {start} → {end}"
     if list(frame.columns) != manifest["features"]["columns"]:
         raise ValueError(f"the rebuilt frame's columns {list(frame.columns)} differ from the run's "
                          f"{manifest['features']['columns']}")
 
-    out_dir = Path(out) if out else run_dir / "backtest" / split
+    default = (f"{Path(data).name.split('.')[0]}_{first:%Y%m%dT%H%M}_{last:%Y%m%dT%H%M}" if data is not None
+               and first is not None else split)
+    out_dir = Path(out) if out else run_dir / "backtest" / default
     cfg = exp.env_config()
     if cfg.filters == FROM_VENUE:
-        cfg = cfg.replace(filters=_run_rules(manifest, prepared, exp))
+        cfg = cfg.replace(filters=run_rules(manifest, prepared, exp))
     selection = selection_summary(run_dir) if (run_dir / "metrics.json").is_file() else None
     if selection and checkpoint:
         selection += " (this backtest trades the kept checkpoint anyway: --checkpoint)"

@@ -9,6 +9,7 @@ position and the order ids), so it sits apart from stateless observation / actio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -36,7 +37,7 @@ class ExecutionEnv(gym.Wrapper):
     """
 
     def __init__(self, env: TradingEnv, feed: Feed, broker: Broker, *, id_prefix: str = "sg",
-                 timeframe_ms: int | None = None) -> None:
+                 timeframe_ms: int | None = None, on_bar: Callable[[dict[str, Any]], None] | None = None) -> None:
         if not isinstance(env, TradingEnv) or not env.live:
             raise TypeError("ExecutionEnv wraps a TradingEnv made with live=True (its market grows as bars close)")
         super().__init__(env)
@@ -50,6 +51,7 @@ class ExecutionEnv(gym.Wrapper):
         self.orders: list[Order] = []
         self.fills: list[Fill] = []
         self._last: tuple[Any, dict[str, Any]] | None = None
+        self.on_bar = on_bar  # called with each bar's info as the account is marked there (a live journal)
 
     @property
     def trading_env(self) -> TradingEnv:
@@ -67,13 +69,16 @@ class ExecutionEnv(gym.Wrapper):
         qty = env.plan_order(action)
         time_ms = int(env.market.timestamps_ms[row])
         side = "buy" if qty > 0 else "sell" if qty < 0 else "none"
-        return Order(client_id=f"{self.id_prefix}-{time_ms}", symbol=env.market.symbol, side=side,
+        return Order(client_id=f"{self.id_prefix}-{time_ms}-0", symbol=env.market.symbol, side=side,
                      quantity=abs(qty), reference_price=float(env.market.close[row]),
                      action=float(np.asarray(action).reshape(-1)[0]), decision_time_ms=time_ms)
 
     def step(self, action):
+        return self.execute(self.make_order(action))
+
+    def execute(self, order: Order):
+        """``step`` for an order already made by ``make_order`` (a live runner journals it first)."""
         env = self.trading_env
-        order = self.make_order(action)
         self.orders.append(order)
         pending = sorted(self.broker.execute(order), key=lambda f: f.time_ms)
         self.fills.extend(pending)
@@ -89,6 +94,11 @@ class ExecutionEnv(gym.Wrapper):
                     obs, info = self._last if self._last is not None else env.observe()
                     return obs, total, False, True, dict(info)
                 env.append_rows(rows)
+                on_bars = getattr(self.broker, "on_bars", None)  # a paper broker fills at the new bar's open
+                if on_bars is not None:
+                    late = on_bars(rows.timestamps_ms, rows.open, rows.volume)
+                    self.fills.extend(late)
+                    pending = sorted(pending + list(late), key=lambda f: f.time_ms)
             bar_end = int(env.market.timestamps_ms[env.row + 1]) + self.timeframe_ms
             applied = False
             while pending and pending[0].time_ms < bar_end:
@@ -99,6 +109,8 @@ class ExecutionEnv(gym.Wrapper):
             total += reward
             bars += 1
             gate_flags |= info["risk"]
+            if self.on_bar is not None:
+                self.on_bar(info)
             if applied:
                 booked = {k: info[k] for k in _FILL_KEYS}
             self._last = (obs, info)

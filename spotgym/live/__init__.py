@@ -1,0 +1,1 @@
+"""Live trading: journal, feed, brokers, runner, keys."""

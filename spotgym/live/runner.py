@@ -1,0 +1,506 @@
+"""``spotgym live run``: a trained run trading through the same env it was trained and backtested in.
+
+The runner loads the run (model or ensemble, fitted predictors, env config, exchange rules), builds the frame
+over ``warmup_bars`` of closed bars fetched from the exchange, wraps ``TradingEnv(live=True)`` in
+``ExecutionEnv`` around a ``LiveFeed`` and a broker, and trades bar by bar: decide on the close of bar t, write
+the decision and the order intent to the journal, send, book the actual fills, mark the account at each
+close. Five modes reach the exchange through the same code path (``spotgym.venue.make_exchange``):
+
+- ``sim``: the replay exchange, in-process on loopback (``--data FILE --from ISO --bars N``: the runner steps
+  its clock bar by bar, so each order meets the market paused at the next bar's open) or attached by URL;
+- ``paper``: the exchange's public bars, fills by the env's own fill model, no keys;
+- ``testnet`` / ``demo`` / ``live``: real ccxt clients with keys (environment or keystore); ``live`` needs
+  ``--i-understand-this-trades-real-money``, a key that cannot withdraw and a journal that reconciles.
+
+A restarted runner (same journal and session) settles every order the journal does not know the fate of by
+its client order id before anything else, takes its account from the exchange's balances, restores the risk
+state (a drawdown halt survives) and goes on from the current bar: nothing lost, nothing sent twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+import yaml
+
+from spotgym.agents.ensemble import action_target, cash_action
+from spotgym.data.timeframes import timeframe_to_ms
+from spotgym.envs import FROM_VENUE, TradingEnv
+from spotgym.envs import nb as env_nb
+from spotgym.live.broker import BrokerHalted, CcxtBroker, OrderUnresolved, PaperBroker, session_prefix
+from spotgym.live.feed import LiveFeed
+from spotgym.live.journal import Journal
+from spotgym.risk import flag_names
+from spotgym.venue import make_exchange
+from spotgym.workflows.backtest import WARMUP_BARS, run_rules
+from spotgym.workflows.experiment import Experiment, load_experiment
+from spotgym.workflows.train import load_run_actor, selection_summary
+
+__all__ = ["LIVE_MODES", "WARMUP_BARS", "LiveError", "LiveSettings", "default_journal", "load_live_config", "run_live"]
+
+log = logging.getLogger("spotgym.live")
+
+LIVE_MODES = ("sim", "paper", "testnet", "demo", "live")
+STALE_POLICIES = ("hold", "flatten", "stop")
+
+
+class LiveError(ValueError):
+    """A live run that must not start (bad input, a refused key, an unreconciled journal): one clear line."""
+
+
+@dataclass
+class LiveSettings:
+    """Everything ``spotgym live run`` takes (flags override the ``--config`` file's keys)."""
+
+    mode: str
+    symbol: str | None = None
+    session: str | None = None
+    journal: str | None = None
+    sim_url: str | None = None
+    data: str | None = None
+    start: str | None = None  # --from: the first decision's bar (open time)
+    bars: int | None = None
+    speed: str = "max"
+    warmup_bars: int = WARMUP_BARS
+    poll_seconds: float = 1.0
+    stale_bars: float = 2.0
+    stale_policy: str = "hold"
+    price_source: str = "ticker"  # size orders at the last traded price ("close": at the decision's close)
+    budget: float | None = None  # the most quote currency the session may use (default: the free balance)
+    key: str | None = None  # keystore name (default: environment variables)
+    exchange: str = "binance"
+    risk: dict[str, Any] | None = None  # risk rules replacing the run's (the live config's `risk:`)
+    sim_api_key: str | None = None
+    sim_api_secret: str | None = None
+    confirm_real_money: bool = False
+    sim_model: str = "env"  # the in-process replay's book and fees: "env" (fills as the backtest) or "binance"
+    checkpoint: bool = False  # trade the kept checkpoint even where the run's selection chose cash
+    drive_clock: bool = True  # step an attached replay exchange whose clock is manual
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.mode not in LIVE_MODES:
+            raise LiveError(f"--mode must be one of {', '.join(LIVE_MODES)}, got {self.mode!r}")
+        if self.stale_policy not in STALE_POLICIES:
+            raise LiveError(f"stale_policy must be one of {STALE_POLICIES}, got {self.stale_policy!r}")
+        if self.sim_model not in ("env", "binance"):
+            raise LiveError(f"sim_model must be 'env' or 'binance', got {self.sim_model!r}")
+        if self.price_source not in ("ticker", "close"):
+            raise LiveError(f"price_source must be 'ticker' or 'close', got {self.price_source!r}")
+        if self.data and self.sim_url:
+            raise LiveError("give --data (an in-process replay exchange) or --sim-url (a running one), not both")
+        if self.data and self.mode not in ("sim", "paper"):
+            raise LiveError(f"--data replays history: it goes with --mode sim or paper, not {self.mode}")
+        if self.sim_url and self.mode not in ("sim", "paper"):
+            raise LiveError(f"--sim-url goes with --mode sim or paper, not {self.mode}")
+        if self.mode == "sim" and not (self.data or self.sim_url):
+            raise LiveError("--mode sim needs --data FILE --from ISO (in-process) or --sim-url URL")
+        if self.data and not self.start:
+            raise LiveError("--data needs --from ISO: where the replay starts trading")
+        if self.bars is not None and self.bars < 1:
+            raise LiveError(f"--bars must be >= 1, got {self.bars}")
+        if self.warmup_bars < 50:
+            raise LiveError(f"warmup_bars must be >= 50, got {self.warmup_bars}")
+        if self.budget is not None and not self.budget > 0:
+            raise LiveError(f"budget must be > 0, got {self.budget}")
+
+
+def load_live_config(path: str | Path) -> dict[str, Any]:
+    """The ``--config live.yaml`` keys (those of ``LiveSettings`` but mode/journal/session flags), checked."""
+    p = Path(path)
+    if not p.is_file():
+        raise LiveError(f"live config {p} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LiveError(f"live config {p}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise LiveError(f"live config {p}: expected a mapping of settings")
+    known = {f.name for f in fields(LiveSettings)} - {"extra", "confirm_real_money", "mode"}
+    extra_ok = {"notify", "alerts", "metrics"}  # read by the operations layer
+    unknown = sorted(set(data) - known - extra_ok)
+    if unknown:
+        raise LiveError(f"live config {p}: unknown key(s) {unknown}; known: {sorted(known)}")
+    return data
+
+
+def default_journal(run_dir: Path, session: str) -> Path:
+    return Path(run_dir) / "live" / session / "journal.sqlite"
+
+
+def obs_hash(obs: Any) -> str:
+    h = hashlib.sha1()
+    if isinstance(obs, dict):
+        for key in sorted(obs):
+            h.update(np.ascontiguousarray(obs[key]).tobytes())
+    else:
+        h.update(np.ascontiguousarray(obs).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _ts(value: str) -> pd.Timestamp:
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise LiveError(f"--from: {value!r} is not a date / time (ISO, e.g. 2024-06-01 or 2024-06-01T12:00)") from None
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+class _Stop:
+    """SIGINT / SIGTERM ask the loop to stop between bars (a second SIGINT interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        def handler(signum, _frame):
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.requested = True
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class LiveRunner:
+    """One session of one run. ``run()`` trades until ``bars`` bars have passed, the feed ends or a stop."""
+
+    def __init__(self, run_dir: str | Path, settings: LiveSettings, *, out=print) -> None:
+        settings.check()
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "config.yaml").is_file() or not (self.run_dir / "manifest.json").is_file():
+            raise LiveError(f"{self.run_dir} is not a trained spotgym run directory (no config.yaml / manifest.json)")
+        self.s, self.out = settings, out
+        self.exp: Experiment = load_experiment(self.run_dir / "config.yaml")
+        self.manifest = json.loads((self.run_dir / "manifest.json").read_text())
+        self.symbol = (settings.symbol or self.exp.data.symbol).upper()
+        self.tf_ms = timeframe_to_ms(self.exp.data.timeframe)
+        cfg = self.exp.env_config()
+        if cfg.filters == FROM_VENUE:
+            cfg = cfg.replace(filters=run_rules(self.manifest, None, self.exp))
+        if settings.risk is not None:
+            cfg = cfg.replace(risk=settings.risk or None)
+        self.cfg = cfg.replace(start_row=0, end_row=None, episode_length=None)
+        start = f"-{_ts(settings.start):%Y%m%dT%H%M}" if settings.start else ""
+        self.session = settings.session or (f"{settings.mode}-{self.symbol.replace('/', '')}{start}-"
+                                            f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+        target = settings.journal or default_journal(self.run_dir, self.session)
+        self.journal = Journal(target, self.session)
+        self.stack = contextlib.ExitStack()
+        self.bars_done = 0
+        self.decisions = 0
+        self.paused = False
+
+    # ------------------------------------------------------------------ events
+    def event(self, kind: str, bar_ms: int | None = None, **payload: Any) -> None:
+        self.journal.event(kind, bar_ms, **payload)
+        if kind in ("feed_stale", "ban", "order_rejected", "order_ambiguous", "overfill", "reconcile_difference",
+                    "missed_bars", "blocked", "order_given_up"):
+            log.warning("%s %s", kind, payload)
+
+    # ------------------------------------------------------------------ connection
+    def _sim_in_process(self) -> tuple[str, str, str]:
+        from spotgym.sim import create_app, serve_in_thread
+
+        first = _ts(self.s.start)
+        start_ms = int(first.value // 1_000_000) + self.tf_ms  # the first decision's bar has just closed
+        key, secret = "sg-live-" + secrets.token_hex(8), secrets.token_hex(24)
+        base, quote = self.symbol.split("/")
+        app = create_app({f"{self.symbol}@{self.exp.data.timeframe}": self.s.data}, start_ms=start_ms, speed="manual",
+                         rules={self.symbol: self.cfg.filters} if self.cfg.filters else None, fee=self.cfg.fee,
+                         balances={quote: self.s.budget or self.cfg.initial_cash, base: 0.0},
+                         api_key=key, api_secret=secret, **self._sim_market_model())
+        url = self.stack.enter_context(serve_in_thread(app))
+        return url, key, secret
+
+    def _sim_market_model(self) -> dict[str, Any]:
+        """The in-process replay's book and fees, set so the exchange fills as the env's fill model does when it
+        pauses at a bar's open (``sim_model: env``, the default): the synthetic book's touch at the open +/- the
+        env's slippage (its spread twice that) and fees out of the quote balance, as with fees paid in BNB. So a
+        replay of a span equals its backtest fill for fill. ``sim_model: binance``: 1 bp spread and the fee taken
+        from the asset received, as Binance does by default."""
+        if self.s.sim_model == "binance":
+            return {}
+        return {"spread_bps": 2 * self.cfg.slippage_bps if self.cfg.slippage_bps > 0 else None, "fee_asset": "quote"}
+
+    def _connect(self) -> None:
+        s = self.s
+        self.sim_url, self.drive = s.sim_url, False
+        key = secret = None
+        if s.data:
+            self.sim_url, key, secret = self._sim_in_process()
+            self.drive = True
+        elif s.sim_url:
+            from spotgym.sim.state import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+            key, secret = s.sim_api_key or DEFAULT_API_KEY, s.sim_api_secret or DEFAULT_API_SECRET
+            try:
+                state = requests.get(s.sim_url.rstrip("/") + "/sim/state", timeout=10).json()
+            except (requests.RequestException, ValueError) as exc:
+                raise LiveError(f"--sim-url {s.sim_url}: no replay exchange answers there ({type(exc).__name__})") from None
+            self.drive = s.drive_clock and state.get("clock") == "manual"
+        self.secrets: tuple[str, ...] = ()
+        if self.sim_url is not None:
+            if s.mode == "paper":
+                key = secret = None
+            self.client = make_exchange(s.exchange, mode="sim", sim_url=self.sim_url, api_key=key, secret=secret)
+        elif s.mode == "paper":
+            self.client = make_exchange(s.exchange, mode="live")
+        else:
+            self.client = self._real_client()
+        try:
+            self.client.load_markets()
+        except Exception as exc:
+            raise LiveError(f"cannot load the exchange's markets: {type(exc).__name__}: {str(exc)[:200]}") from None
+        if self.symbol not in self.client.markets:
+            raise LiveError(f"{self.symbol} is not a market of {s.exchange} ({s.mode})")
+        self.secrets = tuple(x for x in (key, secret) if x)
+
+    def _real_client(self):
+        from spotgym.live import keys
+
+        s = self.s
+        if s.mode == "live" and not s.confirm_real_money:
+            raise LiveError("--mode live trades real money: add --i-understand-this-trades-real-money to go on")
+        try:
+            creds = keys.resolve_credentials(s.mode, exchange=s.exchange, key_name=s.key)
+        except keys.KeyStoreError as exc:
+            raise LiveError(str(exc)) from None
+        keys.install_redaction(creds)
+        client = make_exchange(s.exchange, mode=s.mode, api_key=creds.api_key, secret=creds.secret)
+        try:
+            for warning in keys.vet_key(client, s.mode):
+                self.out(f"warning: {warning}")
+        except (keys.KeyRefused, keys.KeyStoreError) as exc:
+            raise LiveError(str(exc)) from None
+        return client
+
+    def _step_clock(self) -> None:
+        reply = requests.post(self.sim_url.rstrip("/") + "/sim/step", params={"bars": 1}, timeout=30)
+        if reply.status_code != 200:
+            raise LiveError(f"the replay exchange did not step its clock: {reply.text[:200]}")
+
+    # ------------------------------------------------------------------ frame
+    def _frame_stream(self, bars: pd.DataFrame):
+        spec = self.exp.frame_spec()
+        folder = self.run_dir / "predictors"
+        try:
+            from spotgym.predictors.stream import FrameStream
+        except ImportError:  # pragma: no cover - the batch fallback
+            FrameStream = None
+        if FrameStream is not None:
+            return FrameStream(bars, spec, folder if spec.predictors is not None else None)
+        return _BatchStream(bars, spec, folder)
+
+    # ------------------------------------------------------------------ the session
+    def run(self) -> dict[str, Any]:
+        with self.stack, _Stop() as stop:
+            try:
+                return self._run(stop)
+            finally:
+                self.journal.set_session(state="stopped")
+                self.journal.close()
+
+    def _run(self, stop: _Stop) -> dict[str, Any]:
+        s = self.s
+        self._connect()
+        row = self.journal.open_session(mode=s.mode, symbol=self.symbol, run_dir=str(self.run_dir.resolve()),
+                                        info={"sim_url": self.sim_url if not s.data else None, "data": s.data,
+                                              "from": s.start, "bars": s.bars, "exchange": s.exchange})
+        resumed = row.get("last_bar_ms") is not None
+        selection = selection_summary(self.run_dir) if (self.run_dir / "metrics.json").is_file() else None
+        actor = load_run_actor(self.run_dir, self.exp, self.cfg, checkpoint=s.checkpoint)
+        self.out(f"live: session {self.session} ({s.mode}, {self.symbol}), journal {self.journal.url}")
+        if selection:
+            self.out(f"selection: {selection}")
+
+        # the broker first: a restart settles what the journal does not know before anything else
+        if s.mode == "paper":
+            broker: Any = None
+        else:
+            broker = CcxtBroker(self.client, self.journal, self.symbol, price_source=s.price_source,
+                                on_event=lambda kind, **p: self.event(kind, None, **p))
+            try:
+                broker.resolve_pending()
+            except (OrderUnresolved, BrokerHalted) as exc:
+                raise LiveError(f"the journal holds an order the exchange has not resolved: {exc}; "
+                                "not trading until it does") from None
+
+        # warm-up history and the frame
+        feed = LiveFeed(self.client, self.symbol, self.tf_ms, lambda bars: stream.update(bars),
+                        gap_policy=self.exp.data.gap_policy, poll_s=s.poll_seconds, stale_bars=s.stale_bars,
+                        before_poll=self._step_clock if self.drive else None,
+                        should_stop=lambda: stop.requested or "stop" in self._peek_commands(),
+                        on_event=lambda kind, **p: self.event(kind, None, **p))
+        self.client.fetch_time() if self.sim_url is None else self.client.fetch_ohlcv(self.symbol,
+                                                                                       self.exp.data.timeframe, None, 1)
+        now = feed.now_ms()
+        last = (now // self.tf_ms) * self.tf_ms - self.tf_ms  # the last closed bar
+        if s.start and not resumed:
+            first = int(_ts(s.start).value // 1_000_000)
+            if first > last:
+                raise LiveError(f"--from {s.start} is after the exchange's last closed bar")
+        bars = feed.fetch_closed(last - s.warmup_bars * self.tf_ms, last)
+        if len(bars) < 50:
+            raise LiveError(f"the exchange gave {len(bars)} closed bars of warm-up history; at least 50 are needed")
+        if self.exp.data.gap_policy == "fill":
+            from spotgym.data import load_bars
+            bars = load_bars(bars, "fill", timeframe=self.exp.data.timeframe, symbol=self.symbol)
+        stream = self._frame_stream(bars)
+        frame = stream.frame
+        if list(frame.columns) != self.manifest["features"]["columns"]:
+            raise LiveError(f"the live frame's columns differ from the run's: {list(frame.columns)}")
+        env = TradingEnv(frame, self.cfg.replace(start_row=len(frame) - 1), live=True)
+        obs, info = env.reset()
+        if env.row != len(frame) - 1:
+            raise LiveError(f"the last closed bar ({frame.index[-1]}) cannot carry a decision: its observation window "
+                            "is not fully defined (raise warmup_bars)")
+        last_ms = int(frame.timestamps_ms[-1])
+        feed.start(last_ms, float(frame.close[-1]))
+        if resumed and last_ms > int(row["last_bar_ms"]) + self.tf_ms:
+            self.event("missed_bars", last_ms, since_ms=int(row["last_bar_ms"]),
+                       bars=int((last_ms - int(row["last_bar_ms"])) // self.tf_ms) - 1)
+
+        # the account: the exchange's balances (paper: the journal's fills)
+        if broker is not None:
+            quote_free, base_total = broker.balances()
+            cash = min(quote_free, s.budget) if s.budget else quote_free
+            expected = self.journal.position()
+            if resumed and abs(expected - base_total) > max(1e-8, 2 * (self.cfg.filters.step_size if self.cfg.filters
+                                                                     else 0.0)):
+                self.event("reconcile_difference", last_ms, journal_position=expected, exchange_position=base_total)
+                self.out(f"reconcile: the journal's fills add up to {expected:g} {self.symbol.split('/')[0]}, "
+                         f"the exchange holds {base_total:g}: trading the exchange's balance")
+            env.sync_account(cash, base_total)
+            broker.sizer = lambda action, price: env.plan_order(action, price, slippage=True)
+        else:
+            cash0 = s.budget or self.cfg.initial_cash
+            cash, units = self.journal.paper_account(cash0)
+            env.sync_account(cash, units)
+            broker = PaperBroker(self.journal, lambda a, o, v: env.engine.fill(a, o, v))
+        env.restore_risk(row.get("risk_state"))
+        self.journal.mark_applied([f["trade_id"] for f in self.journal.unapplied_fills()])
+        obs, info = env.observe()
+        self.event("session_ready", last_ms, equity=env.equity, cash=env.cash, position=env.position,
+                   resumed=resumed)
+
+        from spotgym.wrappers import ExecutionEnv
+
+        def on_bar(bar_info: dict[str, Any]) -> None:
+            self.bars_done += 1
+            bar_ms = int(env.market.timestamps_ms[env.row])
+            self.journal.record_equity(bar_ms, equity=env.equity, exposure=float(bar_info["exposure"]),
+                                       position=env.position, cash=env.cash, price=float(env.market.close[env.row]))
+
+        wrapped = ExecutionEnv(env, feed, broker, id_prefix=session_prefix(self.session), timeframe_ms=self.tf_ms,
+                               on_bar=on_bar)
+        wrapped._last = (obs, info)
+        self.journal.record_equity(last_ms, equity=env.equity, exposure=float(info["exposure"]),
+                                   position=env.position, cash=env.cash, price=float(frame.close[-1]))
+        first_equity, first_price = env.equity, float(frame.close[-1])
+        started = time.perf_counter()
+        truncated = False
+        while not truncated and (s.bars is None or self.bars_done < s.bars):
+            for cmd in self.journal.take_commands():
+                self._command(cmd, env)
+            if stop.requested or self.stopping:
+                break
+            bar_ms = int(env.market.timestamps_ms[env.row])
+            if feed.stale and s.stale_policy == "stop":
+                self.event("stopped_stale", bar_ms)
+                break
+            forced = self.paused or (feed.stale and s.stale_policy == "flatten")
+            action = cash_action(self.cfg) if forced else actor(obs, info, env)
+            order = wrapped.make_order(action)
+            flags = int(env.engine._gate_flags[0])
+            target = action_target(action, self.cfg, float(info["exposure"]))
+            self.journal.record_decision(bar_ms, obs_hash=obs_hash(obs), action=float(np.asarray(action).reshape(-1)[0]),
+                                         target=target, risk="|".join(flag_names(flags)) or ("paused" if forced else ""),
+                                         halted=int(env.halted), client_id=order.client_id if order.side != "none"
+                                         else None, side=order.side, quantity=order.quantity, equity=env.equity,
+                                         position=env.position, cash=env.cash)
+            self.decisions += 1
+            try:
+                obs, _, _, truncated, info = wrapped.execute(order)
+            except BrokerHalted as exc:
+                self.event("halted", bar_ms, reason=str(exc))
+                self.out(f"halted: {exc}")
+                break
+            self.journal.mark_applied([f["trade_id"] for f in self.journal.unapplied_fills()])
+            self.journal.set_session(last_bar_ms=int(env.market.timestamps_ms[env.row]), risk_state=env.risk_state())
+        elapsed = time.perf_counter() - started
+        last_price = float(env.market.close[env.row])
+        counts = self.journal.counts()
+        summary = {"session": self.session, "mode": s.mode, "symbol": self.symbol, "bars": self.bars_done,
+                   "decisions": self.decisions, "orders": counts["orders"], "fills": counts["fills"],
+                   "fees": float(env.engine.fs[0, env_nb.FEES]), "equity": env.equity, "start_equity": first_equity,
+                   "return": env.equity / first_equity - 1.0 if first_equity else 0.0,
+                   "buy_and_hold": last_price / first_price - 1.0, "position": env.position, "cash": env.cash,
+                   "halted": env.halted, "journal": self.journal.url, "seconds": elapsed,
+                   "requests": getattr(broker, "requests", 0), "order_posts": getattr(broker, "posts", 0)}
+        self.out(_summary_text(summary))
+        return summary
+
+    stopping = False
+
+    def _peek_commands(self) -> list[str]:
+        return self.journal.pending_commands()
+
+    def _command(self, cmd: str, env: TradingEnv) -> None:
+        self.event("command_applied", None, kind=cmd)
+        if cmd == "stop":
+            self.stopping = True
+        elif cmd == "flatten":
+            self.paused = True
+            self.out("flatten: going to cash; entries paused until `spotgym live resume`")
+        elif cmd == "pause":
+            self.paused = True
+        elif cmd in ("resume", "reset_halt"):
+            self.paused = False
+            if env.halted:
+                env.reset_halt()
+
+
+def _summary_text(s: dict[str, Any]) -> str:
+    return (f"live: {s['session']} done — {s['bars']} bars, {s['decisions']} decisions, {s['orders']} orders, "
+            f"{s['fills']} fills, fees {s['fees']:,.2f}; equity {s['start_equity']:,.2f} -> {s['equity']:,.2f} "
+            f"({100 * s['return']:+.2f} %, buy & hold {100 * s['buy_and_hold']:+.2f} %){' HALTED' if s['halted'] else ''}"
+            f" in {s['seconds']:.1f} s\n  journal: {s['journal']}")
+
+
+class _BatchStream:
+    """Fallback frame stream: the batch frame rebuilt over every bar so far (exact, O(history) per bar)."""
+
+    def __init__(self, bars: pd.DataFrame, spec, folder: Path) -> None:
+        from spotgym.predictors import apply_fitted_predictors
+
+        self._apply = lambda b: apply_fitted_predictors(b, spec, folder)
+        self.bars = bars
+        self.frame = self._apply(bars)
+
+    def update(self, new_bars: pd.DataFrame):
+        self.bars = pd.concat([self.bars, new_bars])
+        self.frame = self._apply(self.bars)
+        return self.frame.slice(len(self.frame) - len(new_bars), len(self.frame))
+
+
+def run_live(run_dir: str | Path, settings: LiveSettings, *, out=print) -> dict[str, Any]:
+    return LiveRunner(run_dir, settings, out=out).run()
