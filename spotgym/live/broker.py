@@ -157,7 +157,9 @@ class CcxtBroker:
                             self.banned_until)
 
     def amount_text(self, qty: float) -> str:
-        return self.client.amount_to_precision(self.symbol, qty)
+        """``qty`` on the lot step, as the exchange takes it. Rounded to 10 decimals first: an account's units summed
+        from fills can sit a hair below a step (1.32069999999) and truncation would leave a step behind."""
+        return self.client.amount_to_precision(self.symbol, round(qty, 10))
 
     def current_price(self, fallback: float) -> float:
         """The last traded price (``fetch_ticker``), or ``fallback`` when it cannot be read."""

@@ -4,7 +4,8 @@
 - ``orders.csv``: client order id, side, quantity, status, exchange id, filled, average, attempts, status history;
 - ``fills.csv``: the columns of a backtest's ``trades.csv`` (one row per order and bar: its trades summed, the
   price volume-weighted, the fee in quote currency; ``timestamp`` = the open time of the bar it filled in);
-- ``equity.csv``: the columns of a backtest's ``equity.csv`` (+ ``buy_and_hold`` from the bar closes);
+- ``equity.csv``: the columns of a backtest's ``equity.csv`` (``buy_and_hold``: the starting equity held in the
+  base asset from the first close, without fees — the backtest's is a baseline run that pays them);
 - ``events.csv``: everything the session logged (alerts, reconciliation, commands, faults it met).
 """
 

@@ -465,7 +465,7 @@ class LiveRunner:
         return self.journal.pending_commands()
 
     def _command(self, cmd: str, env: TradingEnv) -> None:
-        self.event("command_applied", None, kind=cmd)
+        self.event("command_applied", None, command=cmd)
         if cmd == "stop":
             self.stopping = True
         elif cmd == "flatten":
