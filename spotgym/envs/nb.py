@@ -242,7 +242,7 @@ def apply_fill_nb(fs, ist, i, qty, price, fee):
             cash = 0.0
     else:
         new_units = units + qty
-        if new_units < 0.0 and new_units > -1e-12 * units:
+        if abs(new_units) <= 1e-12 * units:  # float dust of a full exit (a live account sums its fills)
             new_units = 0.0
         cash = cash + notional - fee
         if new_units <= 0.0:
