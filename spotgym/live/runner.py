@@ -381,15 +381,24 @@ class LiveRunner:
 
         # the account: the exchange's balances (paper: the journal's fills)
         if broker is not None:
+            # the session trades its own position (its journaled fills), never coins it did not buy: a new
+            # session starts flat; the exchange must hold at least what the journal says
             quote_free, base_total = broker.balances()
-            cash = min(quote_free, s.budget) if s.budget else quote_free
-            expected = self.journal.position()
-            if resumed and abs(expected - base_total) > max(1e-8, 2 * (self.cfg.filters.step_size if self.cfg.filters
-                                                                     else 0.0)):
-                self.event("reconcile_difference", last_ms, journal_position=expected, exchange_position=base_total)
-                self.out(f"reconcile: the journal's fills add up to {expected:g} {self.symbol.split('/')[0]}, "
-                         f"the exchange holds {base_total:g}: trading the exchange's balance")
-            env.sync_account(cash, base_total)
+            own = max(self.journal.position(), 0.0)
+            step = self.cfg.filters.step_size if self.cfg.filters else 0.0
+            if own > base_total + max(1e-8, 2 * step):
+                self.event("reconcile_difference", last_ms, journal_position=own, exchange_position=base_total)
+                message = (f"the journal's fills add up to {own:g} {self.symbol.split('/')[0]} but the exchange "
+                           f"holds {base_total:g}")
+                if s.mode == "live":
+                    raise LiveError(f"unreconciled journal: {message}; not trading real money on it "
+                                    "(start a new --session once the difference is understood)")
+                self.out(f"reconcile: {message}: trading what the exchange holds")
+            units = min(own, base_total)
+            cash = quote_free
+            if s.budget:
+                cash = min(quote_free, self.journal.paper_account(s.budget)[0])
+            env.sync_account(max(cash, 0.0), units)
             broker.sizer = lambda action, price: env.plan_order(action, price, slippage=True)
         else:
             cash0 = s.budget or self.cfg.initial_cash
