@@ -117,12 +117,17 @@ class CcxtBroker:
 
     def __init__(self, client: Any, journal: Journal, symbol: str, *, sizer: Callable[[float, float], float] | None = None,
                  price_source: str = "ticker", max_sends: int = 3, lookup_tries: int = 8, not_found_needed: int = 3,
+                 not_found_settle_s: float = 11.0,
                  backoff_s: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0, 2.0), resolve_timeout_s: float = 60.0,
                  throttle_default_s: float = 5.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, on_event: Callable[..., None] | None = None) -> None:
         self.client, self.journal, self.symbol = client, journal, symbol
         self.sizer, self.price_source = sizer, price_source
         self.max_sends, self.lookup_tries, self.not_found_needed = max_sends, lookup_tries, not_found_needed
+        # "not found" is final only this long after the send: a request still in flight (a dropped connection,
+        # a fast 5xx from a proxy) can reach the matching engine until its recvWindow (ccxt: 10 s) has passed
+        self.not_found_settle_s = not_found_settle_s
+        self._sent_at: dict[str, float] = {}
         self.backoff_s, self.resolve_timeout_s, self.throttle_default_s = backoff_s, resolve_timeout_s, throttle_default_s
         self.sleep, self.clock = sleep, clock
         self.on_event = on_event or (lambda kind, **payload: None)
@@ -230,6 +235,7 @@ class CcxtBroker:
                 self.journal.update_order(cid, "sent", attempt=True)
                 sends += 1
                 self.posts += 1
+                self._sent_at[cid] = self.clock()
                 reply = self._call("create_order", self.symbol, "market", side, float(amount), None,
                                    {"newClientOrderId": cid, "newOrderRespType": "FULL"})
             except BrokerHalted as exc:  # nothing left this process
@@ -259,7 +265,7 @@ class CcxtBroker:
                 # ambiguous (or a second clock error): it may have been placed. Ask first.
                 self.journal.update_order(cid, "unknown", note=note, last_error=note)
                 self.on_event("order_ambiguous", client_id=cid, error=note)
-                found = self._lookup(cid)
+                found = self._lookup(cid, sent_at=self._sent_at.get(cid))
                 if found is None:
                     if sends >= self.max_sends:
                         self.journal.update_order(cid, "not_placed", note=f"not found after {sends} sends: given up")
@@ -278,7 +284,7 @@ class CcxtBroker:
         except Exception as exc:
             log.warning("clock resync failed: %s", _scrub(exc, self._secrets))
 
-    def _lookup(self, cid: str) -> dict[str, Any] | None:
+    def _lookup(self, cid: str, sent_at: float | None = None) -> dict[str, Any] | None:
         """The exchange's order for ``cid``: its dict, None when it was never placed (several "not found" in a
         row), or ``OrderUnresolved`` when the exchange does not answer for ``resolve_timeout_s``."""
         deadline = self.clock() + self.resolve_timeout_s
@@ -288,7 +294,8 @@ class CcxtBroker:
                 return self._call("fetch_order", None, self.symbol, {"origClientOrderId": cid})
             except ccxt.OrderNotFound:  # "not found" right after a send can be transient (Binance reads memory, then DB)
                 not_found += 1
-                if not_found >= self.not_found_needed:
+                settled = sent_at is None or self.clock() - sent_at >= self.not_found_settle_s
+                if not_found >= self.not_found_needed and settled:
                     return None
             except BrokerHalted:
                 raise

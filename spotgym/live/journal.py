@@ -354,15 +354,16 @@ class Journal:
                 conn.execute(insert(equity).values(session=self.session, bar_ms=bar_ms, **_plain(values)))
 
     # ------------------------------------------------------------------ commands
-    def request(self, kind: str) -> None:
-        """A command from outside (``spotgym live stop|flatten``), picked up by the runner between bars."""
+    def request(self, kind: str, user: str | None = None) -> None:
+        """A command from outside (``spotgym live stop|flatten``, the dashboard), picked up by the runner between
+        bars; ``user``: who asked (kept in the event log)."""
         if kind not in COMMANDS:
             raise ValueError(f"command must be one of {COMMANDS}, got {kind!r}")
         if self.session_row() is None:
             raise ValueError(f"no session {self.session!r} in {self.url}")
         with self._tx() as conn:
             conn.execute(insert(commands).values(session=self.session, kind=kind, created_ms=_now()))
-            self._event(conn, "command", None, {"kind": kind})
+            self._event(conn, "command", None, {"kind": kind, "user": user})
 
     def pending_commands(self) -> list[str]:
         """The commands not yet consumed (read only)."""

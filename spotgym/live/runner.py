@@ -20,6 +20,7 @@ state (a drawdown halt survives) and goes on from the current bar: nothing lost,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -39,7 +40,7 @@ from spotgym.agents.ensemble import action_target, cash_action
 from spotgym.data.timeframes import timeframe_to_ms
 from spotgym.envs import FROM_VENUE, TradingEnv
 from spotgym.envs import nb as env_nb
-from spotgym.live.broker import BrokerHalted, CcxtBroker, OrderUnresolved, PaperBroker, session_prefix
+from spotgym.live.broker import BrokerHalted, CcxtBroker, OrderUnresolved, PaperBroker, client_order_id, session_prefix
 from spotgym.live.feed import LiveFeed
 from spotgym.live.journal import Journal
 from spotgym.risk import flag_names
@@ -273,6 +274,10 @@ class LiveRunner:
         if self.symbol not in self.client.markets:
             raise LiveError(f"{self.symbol} is not a market of {s.exchange} ({s.mode})")
         self.secrets = tuple(x for x in (key, secret) if x)
+        if self.secrets:  # ccxt logs signed URLs and the key header at DEBUG: never let them out, sim keys included
+            from spotgym.live import keys
+
+            keys.install_redaction(self.secrets)
 
     def _real_client(self):
         from spotgym.live import keys
@@ -383,7 +388,7 @@ class LiveRunner:
         if broker is not None:
             # the session trades its own position (its journaled fills), never coins it did not buy: a new
             # session starts flat; the exchange must hold at least what the journal says
-            quote_free, base_total = broker.balances()
+            quote_free, base_total = self._balances(broker)
             own = max(self.journal.position(), 0.0)
             step = self.cfg.filters.step_size if self.cfg.filters else 0.0
             if own > base_total + max(1e-8, 2 * step):
@@ -439,6 +444,11 @@ class LiveRunner:
             forced = self.paused or (feed.stale and s.stale_policy == "flatten")
             action = cash_action(self.cfg) if forced else actor(obs, info, env)
             order = wrapped.make_order(action)
+            seq = 0
+            while order.side != "none" and (row_ := self.journal.order(order.client_id)) is not None \
+                    and row_["status"] == "not_placed":  # an earlier life's intent that never left: a fresh id
+                seq += 1
+                order = dataclasses.replace(order, client_id=client_order_id(self.session, bar_ms, seq))
             flags = int(env.engine._gate_flags[0])
             target = action_target(action, self.cfg, float(info["exposure"]))
             self.journal.record_decision(bar_ms, obs_hash=obs_hash(obs), action=float(np.asarray(action).reshape(-1)[0]),
@@ -469,6 +479,20 @@ class LiveRunner:
         return summary
 
     stopping = False
+
+    def _balances(self, broker: CcxtBroker, tries: int = 5) -> tuple[float, float]:
+        """The exchange's balances at start, asked again (with back-off) through a transient failure."""
+        for attempt in range(tries):
+            try:
+                return broker.balances()
+            except BrokerHalted:
+                raise
+            except Exception as exc:
+                if attempt == tries - 1:
+                    raise LiveError(f"the exchange's balances are unavailable: {type(exc).__name__}") from None
+                self.event("balances_retry", None, error=type(exc).__name__)
+                time.sleep(min(2.0 ** attempt, 10.0))
+        raise AssertionError("unreachable")
 
     def _peek_commands(self) -> list[str]:
         return self.journal.pending_commands()

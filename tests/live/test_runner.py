@@ -19,7 +19,7 @@ from spotgym.envs.ports import Order
 from spotgym.live.broker import CcxtBroker, client_order_id
 from spotgym.live.export import export_session
 from spotgym.live.journal import Journal
-from spotgym.live.runner import LiveError, LiveSettings, run_live
+from spotgym.live.runner import LiveSettings, run_live
 from spotgym.sim import create_app, serve_in_thread
 from spotgym.venue import make_exchange
 from spotgym.workflows.backtest import backtest
