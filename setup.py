@@ -36,6 +36,7 @@ setup(
         "plotly>=5.20",
         "sqlalchemy>=2.0",
         "cryptography>=42",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5", "psycopg2-binary>=2.9", "import-linter>=2.1"],
