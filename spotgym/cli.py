@@ -100,11 +100,12 @@ def _live_run(args: argparse.Namespace) -> int:
     from spotgym.live.runner import LiveSettings, load_live_config, run_live
 
     values = load_live_config(args.config) if args.config else {}
+    extra = {k: values.pop(k) for k in ("notify", "alerts", "metrics", "log_file") if k in values}
     flags = {"symbol": args.symbol, "session": args.session, "journal": args.journal, "sim_url": args.sim_url,
              "data": args.data, "start": args.start, "bars": args.bars, "speed": args.speed, "key": args.key}
     values.update({k: v for k, v in flags.items() if v is not None})
     settings = LiveSettings(mode=args.mode, confirm_real_money=args.i_understand_this_trades_real_money,
-                            checkpoint=args.checkpoint, **values)
+                            checkpoint=args.checkpoint, extra=extra, **values)
     summary = run_live(args.run_dir, settings)
     print(f"export:        spotgym live export --session {summary['session']} --journal {summary['journal']} "
           "--out DIR")
@@ -463,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--journal", default=None, metavar="URL")
     le.add_argument("--out", required=True, metavar="DIR")
     le.set_defaults(func=_live_export)
+    from spotgym.live.logs import add_logs_command
+
+    add_logs_command(live_sub)
 
     from spotgym.live.keys import add_keys_commands
 

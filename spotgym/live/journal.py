@@ -23,6 +23,7 @@ Nothing secret is ever written here (the broker scrubs exception messages before
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -51,6 +52,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 __all__ = ["ORDER_FINAL", "Journal", "journal_url"]
+
+log = logging.getLogger("spotgym.live.journal")
 
 metadata = MetaData()
 
@@ -184,6 +187,8 @@ class Journal:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        # called with (kind, bar_ms, payload) for every event row (alerts, metrics); never allowed to fail a write
+        self.listeners: list[Any] = []
 
     def close(self) -> None:
         self.engine.dispose()
@@ -196,6 +201,11 @@ class Journal:
     def _event(self, conn, kind: str, bar_ms: int | None, payload: Mapping[str, Any] | None) -> None:
         conn.execute(insert(events).values(session=self.session, wall_ms=_now(), bar_ms=bar_ms, kind=kind,
                                            payload=_plain(payload or {})))
+        for listener in self.listeners:
+            try:
+                listener(kind, bar_ms, dict(payload or {}))
+            except Exception:  # an alert or a metric must never cost a journal row
+                log.exception("journal listener failed on %s", kind)
 
     # ------------------------------------------------------------------ session
     def open_session(self, *, mode: str, symbol: str, run_dir: str, info: Mapping[str, Any] | None = None

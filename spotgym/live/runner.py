@@ -43,6 +43,9 @@ from spotgym.envs import nb as env_nb
 from spotgym.live.broker import BrokerHalted, CcxtBroker, OrderUnresolved, PaperBroker, client_order_id, session_prefix
 from spotgym.live.feed import LiveFeed
 from spotgym.live.journal import Journal
+from spotgym.live.logs import configure_json_log, default_log_path, set_log_context
+from spotgym.live.metrics import LiveMetrics
+from spotgym.live.notify import NotifyHub
 from spotgym.risk import flag_names
 from spotgym.venue import make_exchange
 from spotgym.workflows.backtest import WARMUP_BARS, run_rules
@@ -130,7 +133,7 @@ def load_live_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LiveError(f"live config {p}: expected a mapping of settings")
     known = {f.name for f in fields(LiveSettings)} - {"extra", "confirm_real_money", "mode"}
-    extra_ok = {"notify", "alerts", "metrics"}  # read by the operations layer
+    extra_ok = {"notify", "alerts", "metrics", "log_file"}  # read by the operations layer (alerts, metrics, logs)
     unknown = sorted(set(data) - known - extra_ok)
     if unknown:
         raise LiveError(f"live config {p}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -205,6 +208,12 @@ class LiveRunner:
                                             f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
         target = settings.journal or default_journal(self.run_dir, self.session)
         self.journal = Journal(target, self.session)
+        try:
+            self.hub = NotifyHub(settings.extra.get("notify"), session=self.session)
+        except ValueError as exc:
+            raise LiveError(f"live config notify: {exc}") from None
+        self.metrics = LiveMetrics(self.session)
+        self.journal.listeners.append(self._on_journal_event)
         self.stack = contextlib.ExitStack()
         self.bars_done = 0
         self.decisions = 0
@@ -215,7 +224,13 @@ class LiveRunner:
         self.journal.event(kind, bar_ms, **payload)
         if kind in ("feed_stale", "ban", "order_rejected", "order_ambiguous", "overfill", "reconcile_difference",
                     "missed_bars", "blocked", "order_given_up"):
-            log.warning("%s %s", kind, payload)
+            log.warning("%s %s", kind, payload, extra={"kind": kind, "bar": bar_ms,
+                                                      "client_id": payload.get("client_id")})
+
+    def _on_journal_event(self, kind: str, bar_ms: int | None, payload: dict[str, Any]) -> None:
+        """Every journal event row: to the notifiers (alerts) and the Prometheus metrics."""
+        self.hub.emit(kind, payload, bar_ms)
+        self.metrics.on_event(kind, payload)
 
     # ------------------------------------------------------------------ connection
     def _sim_in_process(self) -> tuple[str, str, str]:
@@ -317,16 +332,37 @@ class LiveRunner:
 
     # ------------------------------------------------------------------ the session
     def run(self) -> dict[str, Any]:
+        reason = "error"
+        self._log = None
         with self.stack, _Stop() as stop:
             try:
-                return self._run(stop)
+                summary = self._run(stop)
+                reason = "halted" if summary.get("halted") else "done"
+                return summary
+            except BaseException as exc:
+                reason = f"error: {type(exc).__name__}: {str(exc)[:200]}"
+                raise
             finally:
+                set_log_context(bar=None, client_id=None)  # the thread's log lines are no longer this session's
+                with contextlib.suppress(Exception):
+                    self.event("session_stop", None, reason=reason, bars=self.bars_done)
                 self.journal.set_session(state="stopped")
                 self.journal.close()
+                self.hub.close(10)
+                self.metrics.close()
+                if self._log is not None:
+                    logging.getLogger().removeHandler(self._log)
+                    self._log.close()
 
     def _run(self, stop: _Stop) -> dict[str, Any]:
         s = self.s
+        self._log = configure_json_log(s.extra.get("log_file") or default_log_path(self.journal.url), self.session)
         self._connect()
+        self.hub.add_secrets(self.secrets)
+        m = s.extra.get("metrics") or {}
+        if m.get("port") is not None:
+            host = m.get("host", "127.0.0.1")
+            self.out(f"metrics: http://{host}:{self.metrics.serve(int(m['port']), host)}/metrics")
         row = self.journal.open_session(mode=s.mode, symbol=self.symbol, run_dir=str(self.run_dir.resolve()),
                                         info={"sim_url": self.sim_url if not s.data else None, "data": s.data,
                                               "from": s.start, "bars": s.bars, "exchange": s.exchange})
@@ -415,6 +451,8 @@ class LiveRunner:
         obs, info = env.observe()
         self.event("session_ready", last_ms, equity=env.equity, cash=env.cash, position=env.position,
                    resumed=resumed)
+        self.metrics.on_bar(last_ms, equity=env.equity, position=env.position, cash=env.cash)
+        self.metrics.bar_received()
 
         from spotgym.wrappers import ExecutionEnv
 
@@ -423,6 +461,13 @@ class LiveRunner:
             bar_ms = int(env.market.timestamps_ms[env.row])
             self.journal.record_equity(bar_ms, equity=env.equity, exposure=float(bar_info["exposure"]),
                                        position=env.position, cash=env.cash, price=float(env.market.close[env.row]))
+            self.metrics.bar_received()
+            set_log_context(bar=bar_ms, client_id=None)
+            self.metrics.on_bar(bar_ms, equity=env.equity, position=env.position, cash=env.cash,
+                                exposure=float(bar_info["exposure"]), price=float(env.market.close[env.row]))
+            self.metrics.on_feed_lag(max(0.0, (feed.now_ms() - bar_ms - self.tf_ms) / 1000))
+            self.hub.track_day(bar_ms, equity=env.equity, trades=len(wrapped.fills),
+                               fees=float(env.engine.fs[0, env_nb.FEES]))
 
         wrapped = ExecutionEnv(env, feed, broker, id_prefix=session_prefix(self.session), timeframe_ms=self.tf_ms,
                                on_bar=on_bar)
@@ -457,6 +502,9 @@ class LiveRunner:
                                          else None, side=order.side, quantity=order.quantity, equity=env.equity,
                                          position=env.position, cash=env.cash)
             self.decisions += 1
+            set_log_context(bar=bar_ms, client_id=order.client_id if order.side != "none" else None)
+            if order.side != "none":
+                self.metrics.order_sent()
             try:
                 obs, _, _, truncated, info = wrapped.execute(order)
             except BrokerHalted as exc:

@@ -214,3 +214,44 @@ def test_real_modes_send_the_same_order_to_binance_urls(mode, host, binance_mark
     assert row["status"] == "unknown" and "RequestTimeout" in row["last_error"]
     assert key not in json.dumps(row, default=str) and secret not in json.dumps(row, default=str)
     journal.close()
+
+
+def test_session_alerts_metrics_and_json_log(run_dir, eth_file, tmp_path, capsys):
+    """A replayed session with a webhook notifier and metrics on: the receiver gets the session's start, its fills
+    and its stop; the Prometheus metrics hold the session's equity and orders; the JSON log lies beside the journal
+    and `spotgym live logs --errors` reads it."""
+    import http.server
+    import threading
+
+    from spotgym.live.runner import LiveRunner
+
+    got: list[dict] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    journal = tmp_path / "m.sqlite"
+    settings = LiveSettings(mode="sim", data=eth_file, start=START, bars=BARS, checkpoint=True, session="ops",
+                            journal=str(journal), extra={"notify": [{"kind": "webhook",
+                                                                     "url": f"http://127.0.0.1:{server.server_port}/"}],
+                                                         "metrics": {"port": 0}})
+    runner = LiveRunner(run_dir, settings, out=print)
+    summary = runner.run()
+    server.shutdown()
+    kinds = [m.get("kind") or m.get("event") for m in got]
+    assert "session_ready" in kinds and "session_stop" in kinds and kinds.count("fill") == summary["fills"] >= 2
+    out = capsys.readouterr().out
+    assert "metrics: http://127.0.0.1:" in out
+    registry = runner.metrics.registry
+    equity = registry.get_sample_value("spotgym_live_equity", {"session": "ops"})
+    assert equity == pytest.approx(summary["equity"])
+    assert (journal.parent / "log.jsonl").is_file()
+    assert main(["live", "logs", "--session", "ops", "--journal", str(journal), "--errors"]) == 0
