@@ -106,7 +106,14 @@ def _live_run(args: argparse.Namespace) -> int:
     values.update({k: v for k, v in flags.items() if v is not None})
     settings = LiveSettings(mode=args.mode, confirm_real_money=args.i_understand_this_trades_real_money,
                             checkpoint=args.checkpoint, extra=extra, **values)
-    summary = run_live(args.run_dir, settings)
+    if len(args.run_dir) > 1:  # A/B: several runs on one feed, a session and an account each
+        from spotgym.live.runner import run_live_many
+
+        summaries = run_live_many(args.run_dir, settings)
+        print(f"export:        spotgym live export --session NAME --journal {summaries[0]['journal']} --out DIR "
+              f"(sessions: {', '.join(s['session'] for s in summaries)})")
+        return 0
+    summary = run_live(args.run_dir[0], settings)
     print(f"export:        spotgym live export --session {summary['session']} --journal {summary['journal']} "
           "--out DIR")
     return 0
@@ -155,6 +162,19 @@ def _live_command(args: argparse.Namespace) -> int:
     finally:
         j.close()
     print(f"{args.live_command}: requested for session {args.session} (the runner applies it before its next decision)")
+    return 0
+
+
+def _live_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from spotgym.live.compare import as_dict, compare_sessions
+
+    comparison = compare_sessions(_journal_for(args), args.sessions or None, seed=args.seed)
+    print(comparison.text())
+    if args.out:
+        Path(args.out).write_text(json.dumps(as_dict(comparison), indent=1, default=str))
+        print(f"written:       {args.out}")
     return 0
 
 
@@ -427,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     live = sub.add_parser("live", help="trade a run: sim, paper, testnet, demo or live, journaled")
     live_sub = live.add_subparsers(dest="live_command", required=True)
     lr = live_sub.add_parser("run", help="trade a trained run through the same env, bar by bar")
-    lr.add_argument("run_dir", help="a run directory written by `spotgym train`")
+    lr.add_argument("run_dir", nargs="+",
+                    help="a run directory written by `spotgym train`; several: A/B sessions on one feed (sim, paper)")
     lr.add_argument("--mode", required=True, choices=["sim", "paper", "testnet", "demo", "live"])
     lr.add_argument("--symbol", default=None, help="market to trade (default: the run's)")
     lr.add_argument("--sim-url", default=None, metavar="URL", help="a running `spotgym sim serve` to trade against")
@@ -464,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--journal", default=None, metavar="URL")
     le.add_argument("--out", required=True, metavar="DIR")
     le.set_defaults(func=_live_export)
+    lcmp = live_sub.add_parser("compare", help="sessions side by side over their common span, with a paired "
+                                                "bootstrap of their per-bar return differences")
+    lcmp.add_argument("--journal", default=None, metavar="URL")
+    lcmp.add_argument("--sessions", nargs="*", default=None, metavar="NAME", help="default: every session of the journal")
+    lcmp.add_argument("--session", default=None, help=argparse.SUPPRESS)
+    lcmp.add_argument("--seed", type=int, default=0)
+    lcmp.add_argument("--out", default=None, metavar="FILE.json")
+    lcmp.set_defaults(func=_live_compare)
     from spotgym.live.logs import add_logs_command
 
     add_logs_command(live_sub)

@@ -26,7 +26,9 @@ import json
 import logging
 import secrets
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,8 @@ from spotgym.workflows.backtest import WARMUP_BARS, run_rules
 from spotgym.workflows.experiment import Experiment, load_experiment
 from spotgym.workflows.train import load_run_actor, selection_summary
 
-__all__ = ["LIVE_MODES", "WARMUP_BARS", "LiveError", "LiveSettings", "default_journal", "load_live_config", "run_live"]
+__all__ = ["LIVE_MODES", "WARMUP_BARS", "LiveError", "LiveSettings", "SharedMarket", "default_journal",
+           "load_live_config", "run_live", "run_live_many"]
 
 log = logging.getLogger("spotgym.live")
 
@@ -187,8 +190,10 @@ class _Stop:
 class LiveRunner:
     """One session of one run. ``run()`` trades until ``bars`` bars have passed, the feed ends or a stop."""
 
-    def __init__(self, run_dir: str | Path, settings: LiveSettings, *, out=print) -> None:
+    def __init__(self, run_dir: str | Path, settings: LiveSettings, *, out=print,
+                 shared: SharedMarket | None = None) -> None:
         settings.check()
+        self.shared = shared  # A/B: one replay exchange and one clock for several sessions, an account each
         self.run_dir = Path(run_dir)
         if not (self.run_dir / "config.yaml").is_file() or not (self.run_dir / "manifest.json").is_file():
             raise LiveError(f"{self.run_dir} is not a trained spotgym run directory (no config.yaml / manifest.json)")
@@ -261,7 +266,9 @@ class LiveRunner:
         s = self.s
         self.sim_url, self.drive = s.sim_url, False
         key = secret = None
-        if s.data:
+        if self.shared is not None:
+            self.sim_url, key, secret = self.shared.url, *self.shared.credentials(self.session)
+        elif s.data:
             self.sim_url, key, secret = self._sim_in_process()
             self.drive = True
         elif s.sim_url:
@@ -388,7 +395,8 @@ class LiveRunner:
         # warm-up history and the frame
         feed = LiveFeed(self.client, self.symbol, self.tf_ms, lambda bars: stream.update(bars),
                         gap_policy=self.exp.data.gap_policy, poll_s=s.poll_seconds, stale_bars=s.stale_bars,
-                        before_poll=self._step_clock if self.drive else None,
+                        before_poll=(self.shared.arrive if self.shared is not None
+                                     else self._step_clock if self.drive else None),
                         should_stop=lambda: stop.requested or "stop" in self._peek_commands(),
                         on_event=lambda kind, **p: self.event(kind, None, **p))
         self.client.fetch_time() if self.sim_url is None else self.client.fetch_ohlcv(self.symbol,
@@ -585,3 +593,141 @@ class _BatchStream:
 
 def run_live(run_dir: str | Path, settings: LiveSettings, *, out=print) -> dict[str, Any]:
     return LiveRunner(run_dir, settings, out=out).run()
+
+
+class SharedMarket:
+    """Several sessions on one feed (A/B): one replay exchange (in-process, or attached by URL), an account and an
+    API key per session, and one market clock that moves to the next bar only when every session still trading has
+    finished its decision on the current one (``arrive``; a session that ends ``leave``s)."""
+
+    def __init__(self, url: str, step: Callable[[], None] | None, add_account: Callable[[str, str], None]) -> None:
+        self.url, self._step, self._add_account = url, step, add_account
+        self._cond = threading.Condition()
+        self._active = 0
+        self._arrived = 0
+        self._generation = 0
+        self._keys: dict[str, tuple[str, str]] = {}
+        self.error: BaseException | None = None
+
+    def join(self) -> None:
+        with self._cond:
+            self._active += 1
+
+    def credentials(self, session: str) -> tuple[str, str]:
+        with self._cond:
+            if session not in self._keys:
+                key, secret = f"sg-ab-{secrets.token_hex(6)}", secrets.token_hex(24)
+                self._add_account(key, secret)
+                self._keys[session] = (key, secret)
+            return self._keys[session]
+
+    def arrive(self) -> None:
+        if self._step is None:
+            return  # a driven clock (speed X): every session polls on its own
+        with self._cond:
+            generation = self._generation
+            self._arrived += 1
+            if self._arrived >= self._active:
+                self._advance()
+            else:
+                while generation == self._generation:
+                    self._cond.wait(1.0)
+        if self.error is not None:
+            raise LiveError(f"the shared market clock failed: {self.error}")
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active > 0 and self._arrived >= self._active:
+                self._advance()
+
+    def _advance(self) -> None:
+        try:
+            self._step()
+        except BaseException as exc:  # every waiting session sees it
+            self.error = exc
+        self._arrived = 0
+        self._generation += 1
+        self._cond.notify_all()
+
+
+def run_live_many(run_dirs: list[str | Path], settings: LiveSettings, *, out=print) -> list[dict[str, Any]]:
+    """A/B: every run in ``run_dirs`` trades as its own session (named ``<session>-<i>-<run dir name>``) on one
+    shared feed: the replay exchange in-process (``--data``) or attached (``--sim-url``), an account each; or paper
+    (each session its own paper account on the same public bars). Returns each session's summary."""
+    if len(run_dirs) < 2:
+        raise LiveError("A/B needs at least two run directories")
+    if settings.mode not in ("sim", "paper"):
+        raise LiveError(f"several runs on one feed trade in --mode sim or paper (an account per session); "
+                        f"{settings.mode} would share one account between sessions")
+    base = settings.session or f"ab-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    names = [f"{base}-{i}-{Path(r).name}" for i, r in enumerate(run_dirs)]
+    journal = settings.journal or str(default_journal(Path(run_dirs[0]), base))
+    runners = [LiveRunner(r, dataclasses.replace(settings, session=n, journal=journal), out=out)
+               for r, n in zip(run_dirs, names, strict=True)]
+    symbols = {(r.symbol, r.tf_ms) for r in runners}
+    if len(symbols) != 1:
+        raise LiveError(f"the runs trade different markets or timeframes {sorted(symbols)}: one feed serves one")
+    shared = None
+    with contextlib.ExitStack() as stack:
+        if settings.mode == "sim" or settings.data or settings.sim_url:
+            shared = _shared_market(runners[0], settings, stack)
+            for r in runners:
+                r.shared = shared
+                shared.join()
+        results: list[Any] = [None] * len(runners)
+
+        def work(i: int) -> None:
+            try:
+                results[i] = runners[i].run()
+            except BaseException as exc:
+                results[i] = exc
+            finally:
+                if shared is not None:
+                    shared.leave()
+
+        threads = [threading.Thread(target=work, args=(i,), name=f"spotgym-live-{names[i]}") for i in range(len(runners))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    out(f"A/B: {len(names)} sessions in {journal}; compare: spotgym live compare --journal {journal}")
+    return results
+
+
+def _shared_market(first: LiveRunner, s: LiveSettings, stack: contextlib.ExitStack) -> SharedMarket:
+    cash = s.budget or first.cfg.initial_cash
+    base, quote = first.symbol.split("/")
+    if s.data:
+        from spotgym.sim import create_app, serve_in_thread
+
+        start_ms = int(_ts(s.start).value // 1_000_000) + first.tf_ms
+        app = create_app({f"{first.symbol}@{first.exp.data.timeframe}": s.data}, start_ms=start_ms, speed="manual",
+                         rules={first.symbol: first.cfg.filters} if first.cfg.filters else None, fee=first.cfg.fee,
+                         balances={quote: cash, base: 0.0}, **first._sim_market_model())
+        url = stack.enter_context(serve_in_thread(app))
+
+        def add(key: str, secret: str) -> None:
+            app.state.exchange.add_account(key, secret, {quote: cash, base: 0.0})
+        return SharedMarket(url, lambda: _post_step(url), add)
+    url = s.sim_url.rstrip("/")
+    try:
+        state = requests.get(url + "/sim/state", timeout=10).json()
+    except (requests.RequestException, ValueError) as exc:
+        raise LiveError(f"--sim-url {url}: no replay exchange answers there ({type(exc).__name__})") from None
+
+    def add_remote(key: str, secret: str) -> None:
+        reply = requests.post(url + "/sim/accounts", json={"api_key": key, "api_secret": secret,
+                                                          "balances": {quote: cash, base: 0.0}}, timeout=10)
+        if reply.status_code != 200:
+            raise LiveError(f"the replay exchange refused a new account: {reply.text[:200]}")
+    return SharedMarket(url, (lambda: _post_step(url)) if state.get("clock") == "manual" else None, add_remote)
+
+
+def _post_step(url: str) -> None:
+    reply = requests.post(url.rstrip("/") + "/sim/step", params={"bars": 1}, timeout=30)
+    if reply.status_code != 200:
+        raise LiveError(f"the replay exchange did not step its clock: {reply.text[:200]}")
