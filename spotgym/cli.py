@@ -178,6 +178,20 @@ def _live_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retrain(args: argparse.Namespace) -> int:
+    from spotgym.live.retrain import retrain
+
+    d = retrain(args.champion, data=args.data, until=args.until, eval_bars=args.eval_bars, metric=args.metric,
+                margin=args.margin, out=args.out, champion_file=args.champion_file, journal=args.journal,
+                session=args.session, overrides=args.set, checkpoint=args.checkpoint, progress=not args.quiet)
+    verdict = "PROMOTED" if d["promoted"] else "kept the champion"
+    print(f"retrain:       {verdict}: candidate {d['metric']} {d['candidate_value']:.3f} vs champion "
+          f"{d['champion_value']:.3f} (margin {d['margin']:g}) over {d['eval_span'][0]} -> {d['eval_span'][1]}")
+    print(f"candidate:     {d['candidate']} (retrain.json: the evidence)")
+    print(f"champion file: {d['champion_file']}")
+    return 0
+
+
 def _live_export(args: argparse.Namespace) -> int:
     from spotgym.live.export import export_session
     from spotgym.live.journal import Journal
@@ -496,6 +510,25 @@ def build_parser() -> argparse.ArgumentParser:
     from spotgym.live.logs import add_logs_command
 
     add_logs_command(live_sub)
+
+    rt = sub.add_parser("retrain", help="retrain the champion's experiment up to the latest unseen span, compare "
+                                        "both over it, promote the candidate only if it wins by a margin")
+    rt.add_argument("champion", help="the champion run directory, or its champion.json")
+    rt.add_argument("--data", required=True, metavar="FILE", help="bars up to now (same market and timeframe)")
+    rt.add_argument("--until", default=None, metavar="ISO", help="the last bar to use (default: the file's last)")
+    rt.add_argument("--eval-bars", type=int, default=720, metavar="N",
+                    help="the most recent N bars: unseen by the candidate, both runs backtested there (default 720)")
+    rt.add_argument("--metric", default="sharpe", choices=["sharpe", "total_return", "calmar", "sortino"])
+    rt.add_argument("--margin", type=float, default=0.0, help="the candidate must beat the champion by this much")
+    rt.add_argument("--out", default=None, metavar="DIR", help="the candidate's run directory")
+    rt.add_argument("--champion-file", default=None, metavar="FILE",
+                    help="where the current champion is named (default: champion.json beside the champion run)")
+    rt.add_argument("--journal", default=None, metavar="URL", help="also journal the decision and its evidence")
+    rt.add_argument("--session", default=None, metavar="NAME")
+    rt.add_argument("--checkpoint", action="store_true", help="compare the kept checkpoints even where cash was selected")
+    rt.add_argument("--quiet", action="store_true")
+    add_set_option(rt)
+    rt.set_defaults(func=_retrain)
 
     from spotgym.live.keys import add_keys_commands
 

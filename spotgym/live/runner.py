@@ -194,7 +194,9 @@ class LiveRunner:
                  shared: SharedMarket | None = None) -> None:
         settings.check()
         self.shared = shared  # A/B: one replay exchange and one clock for several sessions, an account each
-        self.run_dir = Path(run_dir)
+        from spotgym.live.retrain import champion_run
+
+        self.run_dir = champion_run(run_dir)  # a run directory, or the champion file `spotgym retrain` keeps
         if not (self.run_dir / "config.yaml").is_file() or not (self.run_dir / "manifest.json").is_file():
             raise LiveError(f"{self.run_dir} is not a trained spotgym run directory (no config.yaml / manifest.json)")
         self.s, self.out = settings, out

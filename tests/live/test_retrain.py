@@ -1,0 +1,69 @@
+"""Scheduled retraining with promotion: the candidate never sees the evaluation span, both runs are judged over it
+through the same backtest, promotion follows the margin, the evidence is written and journaled, and the live
+runner trades whatever the champion file names."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from shared_data import shared_file
+
+from spotgym.cli import main
+from spotgym.live.journal import Journal
+from spotgym.live.retrain import champion_run, retrain
+from spotgym.live.runner import LiveRunner, LiveSettings
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    root = tmp_path_factory.mktemp("champ")
+    eth = str(shared_file("BINANCE_ETHUSDT_1h.csv.gz"))
+    (root / "exp.yaml").write_text(yaml.safe_dump({
+        "name": "retraintest", "seed": 3, "data": {"path": eth, "start": "2023-06-01", "end": "2024-03-31T23:00"},
+        "env": {"action": "levels", "window": 8, "episode_length": 96, "deadband": 0.05},
+        "agent": {"algo": "ppo", "timesteps": 256, "n_envs": 4, "eval_every": 128,
+                  "params": {"n_steps": 32, "batch_size": 64}},
+        "evaluation": {"val_size": 0.15, "test_size": 0.2, "purge": 4},
+        "tracking": {"wandb": False, "tensorboard": False}}))
+    run = root / "champion"
+    assert main(["train", str(root / "exp.yaml"), "--quiet", f"--set=run.dir={run}"]) == 0
+    return run, eth
+
+
+@pytest.mark.parametrize("margin, promoted", [(-1e9, True), (1e9, False)])
+def test_promotion_follows_the_evidence(champion, tmp_path, margin, promoted):
+    run, eth = champion
+    journal = tmp_path / "j.sqlite"
+    d = retrain(run, data=eth, until="2024-06-30T23:00", eval_bars=240, margin=margin, out=tmp_path / "cand",
+                champion_file=tmp_path / "champion.json", journal=str(journal), session="ops", checkpoint=True)
+    assert d["promoted"] is promoted
+    cand = tmp_path / "cand"
+    manifest = json.loads((cand / "manifest.json").read_text())
+    # the candidate trained up to the bar before the evaluation span: the span is unseen
+    assert pd.Timestamp(manifest["data"]["last"]) < pd.Timestamp(d["eval_span"][0])
+    assert d["eval_span"] == ["2024-06-20T23:00:00+00:00", "2024-06-30T23:00:00+00:00"]
+    for who in ("champion", "candidate"):
+        metrics = json.loads((cand / "retrain" / who / "metrics.json").read_text())["agent"]
+        assert metrics["sharpe"] == pytest.approx(d[f"{who}_value"])
+        assert d["evidence"][who]["n_trades"] == metrics["n_trades"]
+    assert json.loads((cand / "retrain.json").read_text())["promoted"] is promoted
+    named = champion_run(tmp_path / "champion.json")
+    assert named == (cand.resolve() if promoted else run.resolve())
+    runner = LiveRunner(tmp_path / "champion.json", LiveSettings(mode="sim", data=eth, start="2024-07-01",
+                                                                  bars=2, journal=str(tmp_path / "l.sqlite")))
+    assert runner.run_dir == named  # `spotgym live run champion.json` trades the current champion
+    runner.journal.close()
+    j = Journal(journal, "ops")
+    events = j.frame("events")
+    j.close()
+    row = events[events["kind"] == "retrain_decision"].iloc[-1]
+    assert row["payload"]["promoted"] is promoted and row["payload"]["candidate_value"] == d["candidate_value"]
+
+
+def test_bad_input_is_one_line(champion, capsys):
+    run, eth = champion
+    assert main(["retrain", str(run), "--data", eth, "--eval-bars", "3"]) == 2
+    assert "--eval-bars must be >= 24" in capsys.readouterr().err
