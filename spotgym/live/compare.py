@@ -68,7 +68,8 @@ def paired_bootstrap(diff: np.ndarray, *, block: int | None = None, n: int = 200
 
 
 def compare_sessions(target: str, sessions: Sequence[str] | None = None, *, seed: int = 0) -> Comparison:
-    names = list(sessions) if sessions else [r["name"] for r in Journal.session_names(target)]
+    names = list(sessions) if sessions else sorted(r["name"] for r in Journal.session_names(target)
+                                                   if r["mode"] != "retrain")
     if len(names) < 2:
         raise ValueError(f"compare needs two or more sessions; {target} has {names or 'none'}")
     curves, fills = {}, {}

@@ -119,6 +119,7 @@ decisions = Table(
     Column("equity", Float),
     Column("position", Float),
     Column("cash", Float),
+    Column("latency_ms", Float),  # closed bar received -> order made (features, predictors, env, policy, sizing)
     UniqueConstraint("session", "bar_ms", name="uq_decision_bar"),
 )
 equity = Table(

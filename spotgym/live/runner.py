@@ -395,7 +395,11 @@ class LiveRunner:
                                 "not trading until it does") from None
 
         # warm-up history and the frame
-        feed = LiveFeed(self.client, self.symbol, self.tf_ms, lambda bars: stream.update(bars),
+        def rows_for(bars: pd.DataFrame):
+            self.metrics.bar_received()  # the decision-latency clock starts when the closed bar is in
+            return stream.update(bars)
+
+        feed = LiveFeed(self.client, self.symbol, self.tf_ms, rows_for,
                         gap_policy=self.exp.data.gap_policy, poll_s=s.poll_seconds, stale_bars=s.stale_bars,
                         before_poll=(self.shared.arrive if self.shared is not None
                                      else self._step_clock if self.drive else None),
@@ -471,7 +475,6 @@ class LiveRunner:
             bar_ms = int(env.market.timestamps_ms[env.row])
             self.journal.record_equity(bar_ms, equity=env.equity, exposure=float(bar_info["exposure"]),
                                        position=env.position, cash=env.cash, price=float(env.market.close[env.row]))
-            self.metrics.bar_received()
             set_log_context(bar=bar_ms, client_id=None)
             self.metrics.on_bar(bar_ms, equity=env.equity, position=env.position, cash=env.cash,
                                 exposure=float(bar_info["exposure"]), price=float(env.market.close[env.row]))
@@ -506,15 +509,15 @@ class LiveRunner:
                 order = dataclasses.replace(order, client_id=client_order_id(self.session, bar_ms, seq))
             flags = int(env.engine._gate_flags[0])
             target = action_target(action, self.cfg, float(info["exposure"]))
+            latency = self.metrics.order_sent() if order.side != "none" else None
             self.journal.record_decision(bar_ms, obs_hash=obs_hash(obs), action=float(np.asarray(action).reshape(-1)[0]),
                                          target=target, risk="|".join(flag_names(flags)) or ("paused" if forced else ""),
                                          halted=int(env.halted), client_id=order.client_id if order.side != "none"
                                          else None, side=order.side, quantity=order.quantity, equity=env.equity,
-                                         position=env.position, cash=env.cash)
+                                         position=env.position, cash=env.cash,
+                                         latency_ms=None if latency is None else 1000 * latency)
             self.decisions += 1
             set_log_context(bar=bar_ms, client_id=order.client_id if order.side != "none" else None)
-            if order.side != "none":
-                self.metrics.order_sent()
             try:
                 obs, _, _, truncated, info = wrapped.execute(order)
             except BrokerHalted as exc:

@@ -270,7 +270,7 @@ def test_ab_sessions_on_one_feed_and_compare(run_dir, eth_file, backtested, tmp_
     capsys.readouterr()
     assert main(["live", "run", str(run_dir), str(second), "--mode", "sim", "--data", eth_file, "--from", START,
                  "--bars", str(BARS), "--session", "ab", "--journal", str(journal), "--checkpoint"]) == 0
-    names = [r["name"] for r in Journal.session_names(journal)]
+    names = sorted(r["name"] for r in Journal.session_names(journal))
     assert names == ["ab-0-run", "ab-1-second"]
     j = Journal(journal, "ab-0-run")
     paths = export_session(j, tmp_path / "a")
