@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["spotgym", "spotgym.*"]),
-    package_data={"spotgym.venue": ["binance_spot.json"]},
+    package_data={"spotgym.venue": ["binance_spot.json"], "spotgym.dashboard": ["static/*.js"]},
     install_requires=[
         "numpy>=1.26",
         "pandas>=2.1",
@@ -37,9 +37,10 @@ setup(
         "sqlalchemy>=2.0",
         "cryptography>=42",
         "prometheus-client>=0.20",
+        "argon2-cffi>=23",
     ],
     extras_require={
-        "dev": ["pytest>=8", "ruff>=0.5", "psycopg2-binary>=2.9", "import-linter>=2.1"],
+        "dev": ["pytest>=8", "ruff>=0.5", "psycopg2-binary>=2.9", "import-linter>=2.1", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["spotgym=spotgym.cli:main"]},
 )

@@ -3,7 +3,10 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres): the tuning tests start a throw-away cluster
 #     on a free loopback port (tests/agents/conftest.py) and point two Optuna workers at it;
 #   - when running as root (CI does), an unprivileged OS user for that cluster, because postgres refuses
-#     to run as root ("postgres" by default, or $SPOTGYM_PG_OS_USER).
+#     to run as root ("postgres" by default, or $SPOTGYM_PG_OS_USER);
+#   - Chromium from the OS packages (Debian's `chromium`): the dashboard's browser tests drive it headless through
+#     Playwright (tests/dashboard), which must never download a browser of its own. $SPOTGYM_CHROMIUM names another
+#     binary to use instead.
 # Nothing is started here and nothing is left running; a second run changes nothing.
 set -euo pipefail
 
@@ -37,4 +40,22 @@ if [ "$(id -u)" = 0 ] && ! id "$pg_user" >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user"
 fi
 
+find_chromium() {
+  local c
+  for c in "${SPOTGYM_CHROMIUM:-}" /usr/bin/chromium "$(command -v chromium 2>/dev/null || true)"; do
+    if [ -n "$c" ] && [ -x "$c" ]; then echo "$c"; return 0; fi
+  done
+  return 1
+}
+
+if ! chromium=$(find_chromium); then
+  echo "test-services: Chromium not found; installing the chromium package (and chromium-driver if available)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  as_root apt-get install -y -qq --no-install-recommends chromium-driver >/dev/null 2>&1 || true  # optional
+  chromium=$(find_chromium) || { echo "test-services: chromium installed but no binary at /usr/bin/chromium" >&2; exit 1; }
+fi
+
 echo "test-services: $("$bin/pg_ctl" --version) in $bin"
+echo "test-services: $("$chromium" --version 2>/dev/null | tail -n 1) at $chromium"

@@ -533,6 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     from spotgym.live.keys import add_keys_commands
 
     add_keys_commands(sub)
+    from spotgym.dashboard.commands import add_dashboard_commands
+
+    add_dashboard_commands(sub)
     return parser
 
 

@@ -170,6 +170,21 @@ def journal_url(target: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def _create_tables(engine: Engine) -> None:
+    """Create the journal's tables; two processes opening a new SQLite journal at once can race on it (the loser
+    sees "table ... already exists"): look again then."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(5):
+        try:
+            metadata.create_all(engine)
+            return
+        except OperationalError as exc:
+            if "already exists" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -187,7 +202,7 @@ class Journal:
         self.engine: Engine = create_engine(self.url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
         # called with (kind, bar_ms, payload) for every event row (alerts, metrics); never allowed to fail a write
         self.listeners: list[Any] = []
 
@@ -416,7 +431,7 @@ class Journal:
     def session_names(target: str | Path) -> list[dict[str, Any]]:
         engine = create_engine(journal_url(target), future=True)
         try:
-            metadata.create_all(engine)
+            _create_tables(engine)
             with engine.connect() as conn:
                 return [dict(r) for r in conn.execute(select(sessions).order_by(sessions.c.created_ms)).mappings()]
         finally:

@@ -405,15 +405,15 @@ class LiveRunner:
                                      else self._step_clock if self.drive else None),
                         should_stop=lambda: stop.requested or "stop" in self._peek_commands(),
                         on_event=lambda kind, **p: self.event(kind, None, **p))
-        self.client.fetch_time() if self.sim_url is None else self.client.fetch_ohlcv(self.symbol,
-                                                                                       self.exp.data.timeframe, None, 1)
+        self._with_retries("the exchange's clock", lambda: self.client.fetch_time() if self.sim_url is None
+                           else self.client.fetch_ohlcv(self.symbol, self.exp.data.timeframe, None, 1))
         now = feed.now_ms()
         last = (now // self.tf_ms) * self.tf_ms - self.tf_ms  # the last closed bar
         if s.start and not resumed:
             first = int(_ts(s.start).value // 1_000_000)
             if first > last:
                 raise LiveError(f"--from {s.start} is after the exchange's last closed bar")
-        bars = feed.fetch_closed(last - s.warmup_bars * self.tf_ms, last)
+        bars = self._with_retries("warm-up history", lambda: feed.fetch_closed(last - s.warmup_bars * self.tf_ms, last))
         if len(bars) < 50:
             raise LiveError(f"the exchange gave {len(bars)} closed bars of warm-up history; at least 50 are needed")
         if self.exp.data.gap_policy == "fill":
@@ -541,18 +541,26 @@ class LiveRunner:
 
     stopping = False
 
-    def _balances(self, broker: CcxtBroker, tries: int = 5) -> tuple[float, float]:
-        """The exchange's balances at start, asked again (with back-off) through a transient failure."""
+    def _balances(self, broker: CcxtBroker) -> tuple[float, float]:
+        return self._with_retries("the exchange's balances", broker.balances)
+
+    def _with_retries(self, what: str, call: Callable[[], Any], tries: int = 6) -> Any:
+        """A start-up read, asked again through transient failures (network, 5xx, 429 after its Retry-After)."""
+        import ccxt
+
+        from spotgym.live.broker import _retry_after
+
         for attempt in range(tries):
             try:
-                return broker.balances()
+                return call()
             except BrokerHalted:
                 raise
-            except Exception as exc:
+            except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
                 if attempt == tries - 1:
-                    raise LiveError(f"the exchange's balances are unavailable: {type(exc).__name__}") from None
-                self.event("balances_retry", None, error=type(exc).__name__)
-                time.sleep(min(2.0 ** attempt, 10.0))
+                    raise LiveError(f"{what} unavailable after {tries} tries: {type(exc).__name__}") from None
+                wait = _retry_after(self.client, min(2.0 ** attempt, 10.0))
+                self.event("startup_retry", None, what=what, error=type(exc).__name__, wait_s=wait)
+                time.sleep(wait)
         raise AssertionError("unreachable")
 
     def _peek_commands(self) -> list[str]:
