@@ -97,7 +97,7 @@ def main() -> int:
                                                    "balances": {"USDT": 10000.0}}, timeout=10).raise_for_status()
         cfg = root / f"{name}.live.yaml"
         cfg.write_text(yaml.safe_dump({"sim_api_key": key, "sim_api_secret": secret, "poll_seconds": 0.25,
-                                       "warmup_bars": 200, "price_source": "close"}))
+                                       "price_source": "close"}))
         procs[name] = subprocess.Popen([sys.executable, "-m", "spotgym.cli", "live", "run", str(run), "--mode", "sim",
                                         "--sim-url", url, "--bars", str(args.bars), "--session", name, "--journal",
                                         str(journal), "--config", str(cfg), "--checkpoint"],

@@ -423,7 +423,11 @@ class LiveRunner:
         frame = stream.frame
         if list(frame.columns) != self.manifest["features"]["columns"]:
             raise LiveError(f"the live frame's columns differ from the run's: {list(frame.columns)}")
-        env = TradingEnv(frame, self.cfg.replace(start_row=len(frame) - 1), live=True)
+        try:
+            env = TradingEnv(frame, self.cfg.replace(start_row=len(frame) - 1), live=True)
+        except ValueError as exc:
+            raise LiveError(f"{exc}: {len(bars)} bars of warm-up do not define the last bar's observation "
+                            "(raise warmup_bars)") from None
         obs, info = env.reset()
         if env.row != len(frame) - 1:
             raise LiveError(f"the last closed bar ({frame.index[-1]}) cannot carry a decision: its observation window "
