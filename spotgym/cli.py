@@ -179,9 +179,16 @@ def _live_compare(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from spotgym.live.retrain import retrain
+    from spotgym.live.retrain import bars_from_exchange, retrain
 
-    d = retrain(args.champion, data=args.data, until=args.until, eval_bars=args.eval_bars, metric=args.metric,
+    if (args.data is None) == (args.sim_url is None and args.exchange_mode is None):
+        raise ValueError("give --data FILE, or --sim-url URL / --exchange-mode live|testnet to download the bars "
+                         "up to now through the exchange")
+    data = args.data or bars_from_exchange(args.champion, sim_url=args.sim_url, mode=args.exchange_mode or "live",
+                                           data_dir=args.data_dir, progress=not args.quiet)
+    if args.data is None:
+        print(f"bars:          {data}")
+    d = retrain(args.champion, data=data, until=args.until, eval_bars=args.eval_bars, metric=args.metric,
                 margin=args.margin, out=args.out, champion_file=args.champion_file, journal=args.journal,
                 session=args.session, overrides=args.set, checkpoint=args.checkpoint, progress=not args.quiet)
     verdict = "PROMOTED" if d["promoted"] else "kept the champion"
@@ -514,7 +521,12 @@ def build_parser() -> argparse.ArgumentParser:
     rt = sub.add_parser("retrain", help="retrain the champion's experiment up to the latest unseen span, compare "
                                         "both over it, promote the candidate only if it wins by a margin")
     rt.add_argument("champion", help="the champion run directory, or its champion.json")
-    rt.add_argument("--data", required=True, metavar="FILE", help="bars up to now (same market and timeframe)")
+    rt.add_argument("--data", default=None, metavar="FILE", help="bars up to now (same market and timeframe)")
+    rt.add_argument("--sim-url", default=None, metavar="URL",
+                    help="download the bars up to now through this replay exchange instead (up to its market clock)")
+    rt.add_argument("--exchange-mode", default=None, choices=["live", "testnet"],
+                    help="download the bars up to now from the real exchange instead (public data, no keys)")
+    rt.add_argument("--data-dir", default=None, metavar="DIR", help="where downloaded bars are cached")
     rt.add_argument("--until", default=None, metavar="ISO", help="the last bar to use (default: the file's last)")
     rt.add_argument("--eval-bars", type=int, default=720, metavar="N",
                     help="the most recent N bars: unseen by the candidate, both runs backtested there (default 720)")

@@ -26,7 +26,7 @@ from spotgym.workflows.backtest import backtest
 from spotgym.workflows.experiment import load_experiment
 from spotgym.workflows.train import train
 
-__all__ = ["METRICS", "champion_run", "retrain"]
+__all__ = ["METRICS", "bars_from_exchange", "champion_run", "retrain"]
 
 METRICS = ("sharpe", "total_return", "calmar", "sortino")
 
@@ -41,6 +41,25 @@ def champion_run(path: str | Path) -> Path:
             raise ValueError(f"{p}: not a champion file (expected {{\"run_dir\": ...}})") from None
         return run if run.is_absolute() else (p.parent / run).resolve()
     return p
+
+
+def bars_from_exchange(champion: str | Path, *, sim_url: str | None = None, mode: str = "live",
+                       data_dir: str | Path | None = None, progress: bool = False) -> Path:
+    """Every closed bar of the champion's market up to now, downloaded through the exchange the live runner trades
+    on (the replay exchange with ``sim_url``: up to its market clock), into the cache; the file's path."""
+    from spotgym.data.download import download_ohlcv
+    from spotgym.venue import make_exchange
+
+    exp = load_experiment(champion_run(champion) / "config.yaml")
+    client = make_exchange(exp.data.exchange, mode="sim" if sim_url else mode, sim_url=sim_url)
+    now_ms = None
+    if sim_url:  # the replay exchange's "now" is its market clock, not the wall clock
+        import requests
+
+        now_ms = int(requests.get(sim_url.rstrip("/") + "/sim/state", timeout=10).json()["time"])
+    result = download_ohlcv(exp.data.symbol, exp.data.timeframe, exp.data.start, exchange=exp.data.exchange,
+                            data_dir=data_dir, client=client, progress=progress, now_ms=now_ms)
+    return Path(result.path)
 
 
 def retrain(champion: str | Path, *, data: str | Path, until: str | None = None, eval_bars: int = 720,

@@ -14,6 +14,7 @@ LSTM_TARGETS = ("return", "direction")
 REGIME_TARGETS = ("trend", "vol")
 GBM_TARGETS = ("return", "direction")
 GBM_LOSSES = ("l2", "huber")
+FIT_MODES = ("per_symbol", "pooled")
 MAX_ARMA_ORDER = 5
 
 
@@ -352,6 +353,12 @@ class StackingSpec:
     truncates the data). ``max_train_rows``: train on at most that many most recent rows
     (rolling) instead of all earlier rows. ``arima``: the ARIMA baseline added to the fold metrics
     of every return forecaster (``ArimaConfig``; ``None``: none).
+
+    ``fit`` (only meaningful with several symbols, an experiment's ``data.pool``): ``per_symbol`` fits each
+    symbol's predictors on that symbol's rows alone; ``pooled`` fits each refit block of a predictor on the
+    training rows of every symbol whose bars end before the block (the main symbol's schedule, mapped onto
+    each symbol by time) and predicts every symbol's rows of that block with the one model
+    (``spotgym.predictors.stacking.pooled_oof_predictions``).
     """
 
     models: tuple[PredictorConfig, ...]
@@ -362,10 +369,14 @@ class StackingSpec:
     embargo: int = 0
     max_train_rows: int | None = None
     arima: ArimaConfig | None = field(default_factory=ArimaConfig)
+    fit: str = "per_symbol"
 
     def __post_init__(self) -> None:
         o = "StackingSpec"
         object.__setattr__(self, "arima", ArimaConfig.from_config(self.arima))
+        if self.fit not in FIT_MODES:
+            _fail(o, "fit", f"must be one of {FIT_MODES} (per_symbol: each symbol's predictors on its own rows; "
+                  "pooled: one fit per refit block on the rows of every data.pool symbol)", self.fit)
         if isinstance(self.models, _CONFIG_TYPES) or not isinstance(self.models, list | tuple) \
                 or not self.models:
             _fail(o, "models", "must be a non-empty list of predictor configs", self.models)
@@ -418,6 +429,9 @@ class StackingSpec:
         for f in fields(self):
             if f.name == "arima":
                 out["arima"] = self.arima.to_config() if self.arima is not None else None
+            elif f.name == "fit":
+                if self.fit != "per_symbol":  # the default stays out: cache keys and hashes of older specs hold
+                    out["fit"] = self.fit
             elif f.name != "models":
                 out[f.name] = getattr(self, f.name)
         return out

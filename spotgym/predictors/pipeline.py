@@ -2,14 +2,15 @@
 the predictors stacked on them. This is what experiments train and backtest on.
 
 ``FrameSpec`` names both halves; ``build_frame(bars, spec)`` builds the frame (fitting the predictors
-out of fold, cached on disk); ``apply_fitted_predictors`` appends the columns of already fitted
+out of fold, cached on disk); ``build_frames_with_report`` builds several symbols' frames at once (with
+``predictors.fit: pooled``, one fit per refit block over all of them); ``apply_fitted_predictors`` appends the columns of already fitted
 models (a run's ``predictors/``) to the indicator frame of new bars, without refitting.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,10 @@ from spotgym.core import FeatureFrame, stable_hash
 from spotgym.features import FeatureSpec, build_features, default_spec
 from spotgym.predictors.config import StackingSpec, default_stacking, tiny_stacking
 from spotgym.predictors.registry import load_predictor
-from spotgym.predictors.stacking import StackingResult, oof_predictions
+from spotgym.predictors.stacking import StackingResult, oof_predictions, pooled_oof_predictions
 
 __all__ = ["FrameBuild", "FrameSpec", "apply_fitted_predictors", "build_frame", "build_frame_with_report",
-           "default_frame_spec"]
+           "build_frames_with_report", "default_frame_spec"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,22 @@ def build_frame_with_report(bars: pd.DataFrame, spec: FrameSpec | FeatureSpec | 
         return FrameBuild(frame)
     result = oof_predictions(frame, spec.predictors, spec.features, cache=cache, progress=progress)
     return FrameBuild(frame.with_columns(result.columns, result.values, valid=result.has_oof), result)
+
+
+def build_frames_with_report(bars: Sequence[pd.DataFrame], spec: FrameSpec | FeatureSpec | None = None, *,
+                             cache: str | os.PathLike | bool | None = None,
+                             progress: bool | None = None) -> list[FrameBuild]:
+    """``build_frame_with_report`` for several symbols' bars (the first is the main symbol), one ``FrameBuild``
+    each, in order. Indicators are always built (and normalised) per symbol; the predictors are fitted per
+    symbol unless ``spec.predictors.fit`` is ``pooled``: then each refit block is fitted once on the rows of
+    every symbol before it, on the main symbol's schedule (``spotgym.predictors.stacking.pooled_oof_predictions``)."""
+    spec = _as_frame_spec(spec)
+    if spec.predictors is None or spec.predictors.fit != "pooled":
+        return [build_frame_with_report(b, spec, cache=cache, progress=progress) for b in bars]
+    frames = [build_features(b, spec.features) for b in bars]
+    results = pooled_oof_predictions(frames, spec.predictors, spec.features, cache=cache, progress=progress)
+    return [FrameBuild(frame.with_columns(result.columns, result.values, valid=result.has_oof), result)
+            for frame, result in zip(frames, results)]
 
 
 def apply_fitted_predictors(bars: pd.DataFrame, spec: FrameSpec, folder: str | os.PathLike) -> FeatureFrame:

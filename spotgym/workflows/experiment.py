@@ -46,7 +46,8 @@ class DataConfig:
 
     ``pool``: more symbols the agent trains on beside ``symbol`` (pooled training: more data per parameter),
     each ``{symbol, path, start, end}`` (no path: the download cache), same timeframe; each gets its own
-    frame (features normalised and predictors fitted per symbol) and trains over the same dates as the
+    frame (features normalised per symbol; predictors fitted per symbol, or with ``predictors.fit: pooled``
+    each refit block fitted once on every symbol's earlier rows) and trains over the same dates as the
     main symbol's training split. Validation and model selection stay on ``symbol``; the backtest reports
     every symbol."""
 
@@ -245,7 +246,11 @@ class Experiment:
 
     def validate(self) -> None:
         """Every section, checked together, before any data is loaded or anything trained."""
-        self.frame_spec()
+        stacking = self.frame_spec().predictors
+        if stacking is not None and stacking.fit == "pooled" and not self.data.pool:
+            raise ExperimentError("predictors.fit: 'pooled' fits each predictor on the rows of every data.pool "
+                                  "symbol, but data.pool is empty; add symbols to data.pool or set predictors.fit "
+                                  "to per_symbol")
         env = self.env_config()
         self.risk_config()
         ensemble = self.agent.ensemble_config()

@@ -15,7 +15,7 @@ from spotgym.data import Fold, WalkForward, load_bars
 from spotgym.data.download import DownloadError, download_ohlcv
 from spotgym.data.io import symbol_from_name
 from spotgym.envs import FROM_VENUE, EnvConfig, decision_rows
-from spotgym.predictors.pipeline import build_frame_with_report
+from spotgym.predictors.pipeline import build_frame_with_report, build_frames_with_report
 from spotgym.venue import TradingRules, UnknownSymbol, make_exchange, rules_for
 from spotgym.workflows.errors import ExperimentError
 from spotgym.workflows.experiment import Experiment
@@ -28,7 +28,8 @@ DATA_PATH_ENV = "SPOTGYM_DATA_PATH"
 
 @dataclass
 class PoolPart:
-    """A pooled symbol: its bars, its own frame (features normalised, predictors fitted on its data) and rules."""
+    """A pooled symbol: its bars, its own frame (features normalised on its data; predictor columns fitted on its
+    data, or with ``predictors.fit: pooled`` by the models fitted on every symbol) and rules."""
 
     symbol: str
     bars: pd.DataFrame
@@ -128,7 +129,14 @@ def prepare(exp: Experiment, bars: pd.DataFrame | None = None, *, progress: bool
     if bars is None:
         bars, client = load_experiment_bars(exp)
     rules, source = resolve_rules(exp, client)
-    build = build_frame_with_report(bars, exp.frame_spec(), progress=progress)
+    pooled = [_load_pool_part(exp, item) for item in exp.data.pool or []]
+    spec = exp.frame_spec()
+    all_bars = [bars, *(part[1] for part in pooled)]
+    if spec.predictors is not None and spec.predictors.fit == "pooled":  # each refit block fitted on every symbol
+        builds = build_frames_with_report(all_bars, spec, progress=progress)
+    else:  # each symbol's predictors fitted on its own rows
+        builds = [build_frame_with_report(b, spec, progress=progress) for b in all_bars]
+    build = builds[0]
     frame = build.frame
     ev = exp.evaluation
     splitter = WalkForward(n_folds=ev.folds, val_size=ev.val_size, test_size=ev.test_size, purge=ev.purge,
@@ -138,17 +146,18 @@ def prepare(exp: Experiment, bars: pd.DataFrame | None = None, *, progress: bool
     except ValueError as exc:
         raise ExperimentError(str(exc)) from None
     folds = splitter.split(rows)
-    pool = [_prepare_pool_part(exp, item, progress) for item in exp.data.pool or []]
+    pool = [PoolPart(symbol, part_bars, b.frame, part_rules, part_source, b.predictions)
+            for (symbol, part_bars, part_rules, part_source), b in zip(pooled, builds[1:])]
     return Prepared(bars, frame, folds, rules, build.predictions, source, pool or None)
 
 
-def _prepare_pool_part(exp: Experiment, item: dict[str, Any], progress: bool) -> PoolPart:
+def _load_pool_part(exp: Experiment, item: dict[str, Any]) -> tuple[str, pd.DataFrame, TradingRules, str]:
+    """A pooled symbol's bars and trading rules (its frame is built with the main symbol's, see ``prepare``)."""
     symbol = item["symbol"]
     bars, client = _load_symbol_bars(exp, symbol, item.get("path"), item.get("start") or exp.data.start,
                                      item.get("end") or exp.data.end, f"data.pool ({symbol})")
     rules, source = resolve_rules(exp, client, symbol)
-    build = build_frame_with_report(bars, exp.frame_spec(), progress=progress)
-    return PoolPart(symbol, bars, build.frame, rules, source, build.predictions)
+    return symbol, bars, rules, source
 
 
 def pool_rows(part: PoolPart, frame: FeatureFrame, rows: range, window: int) -> range:

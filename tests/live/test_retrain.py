@@ -67,3 +67,22 @@ def test_bad_input_is_one_line(champion, capsys):
     run, eth = champion
     assert main(["retrain", str(run), "--data", eth, "--eval-bars", "3"]) == 2
     assert "--eval-bars must be >= 24" in capsys.readouterr().err
+
+
+def test_bars_up_to_now_come_through_the_exchange(champion, tmp_path, capsys):
+    """`--sim-url`: the bars are downloaded through the replay exchange up to its market clock, then the same
+    retrain runs on them."""
+    from spotgym.sim import create_app, serve_in_thread
+
+    run, eth = champion
+    app = create_app({"ETH/USDT@1h": eth}, start_ms=int(pd.Timestamp("2024-06-30T23:30Z").value // 10**6),
+                     speed="manual")
+    with serve_in_thread(app) as url:
+        assert main(["retrain", str(run), "--sim-url", url, "--data-dir", str(tmp_path / "cache"), "--eval-bars",
+                     "240", "--out", str(tmp_path / "cand"), "--champion-file", str(tmp_path / "c.json"),
+                     "--checkpoint", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "bars:" in out and "retrain:" in out
+    d = json.loads((tmp_path / "cand" / "retrain.json").read_text())
+    # the last closed bar at the exchange's clock (23:30) is the 22:00 bar; the span ends there
+    assert d["eval_span"][1] == "2024-06-30T22:00:00+00:00"
