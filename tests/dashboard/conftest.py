@@ -114,8 +114,8 @@ def shots(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="module")  # not session: Playwright's sync API keeps an event loop running in this thread
+def browser() -> Iterator[Any]:  # until it stops, and later tests' asyncio.run() would refuse to start
     executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
