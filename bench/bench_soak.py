@@ -12,6 +12,7 @@ journal's orders against the exchange's orders for the session's client ids).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -103,12 +104,21 @@ def main() -> int:
                                         str(journal), "--config", str(cfg), "--checkpoint"],
                                        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     samples: dict[str, list[float]] = {n: [] for n in procs}
+    warm: dict[str, float] = {}  # RSS once a session has made 10 % of its decisions (start-up over)
     started = time.time()
     while any(p.poll() is None for p in procs.values()):
         for n, p in procs.items():
             r = rss_mb(p.pid)
-            if r is not None:
-                samples[n].append(r)
+            if r is None:
+                continue
+            samples[n].append(r)
+            if n not in warm and journal.exists():
+                import sqlite3
+
+                with contextlib.suppress(sqlite3.Error), sqlite3.connect(journal, timeout=1) as db:
+                    done = db.execute("select count(*) from decisions where session = ?", (n,)).fetchone()[0]
+                    if done >= args.bars // 10:
+                        warm[n] = r
         time.sleep(2.0)
     wall = time.time() - started
     outputs = {n: p.stdout.read() for n, p in procs.items()}
@@ -133,12 +143,11 @@ def main() -> int:
         doubled = int((ex_ids.value_counts() > 1).sum())
         lat = decisions["latency_ms"].dropna()
         mem = samples[name]
-        warm = mem[min(len(mem) - 1, 5)] if mem else float("nan")
         rows.append({"session": name, "symbol": symbol, "decisions": len(decisions), "orders": len(orders),
                      "exchange orders": len(ex), "lost": lost, "doubled": doubled,
                      "latency p50 ms": float(lat.quantile(0.5)) if len(lat) else float("nan"),
                      "latency p99 ms": float(lat.quantile(0.99)) if len(lat) else float("nan"),
-                     "RSS after warm-up MB": warm, "RSS end MB": mem[-1] if mem else float("nan"),
+                     "RSS at 10 % MB": warm.get(name, float("nan")), "RSS end MB": mem[-1] if mem else float("nan"),
                      "exit": procs[name].returncode})
     sim.terminate()
     table = pd.DataFrame(rows)

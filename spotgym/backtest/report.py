@@ -28,7 +28,8 @@ from spotgym.backtest.metrics import drawdown_series, round_trips, utc_index, va
 from spotgym.backtest.overfitting import format_overfitting
 from spotgym.core import num, pct
 
-__all__ = ["DISPLAY_RULES", "decisions_section", "summary_table", "walkforward_section", "write_report"]
+__all__ = ["DISPLAY_RULES", "REPORT_CSS", "decisions_section", "display_rule", "main_figure", "metrics_table", "plot_times",
+           "summary_table", "trip_figure", "validate_bars", "verdict_banner", "walkforward_section", "write_report"]
 
 # candidate display timeframes for downsampling, finest first
 DISPLAY_RULES = ("5min", "15min", "30min", "1h", "2h", "4h", "6h", "12h", "1D", "2D", "3D", "7D", "14D", "28D")
@@ -60,7 +61,7 @@ body { font-family: -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-se
 h1 { font-size: 22px; margin: 0 0 4px 0; }
 .sub { color: #4b5563; font-size: 13px; margin-bottom: 14px; }
 """
-_CSS = BASE_CSS + """
+REPORT_CSS = BASE_CSS + """
 .verdict { padding: 10px 14px; border-radius: 6px; margin-bottom: 14px; font-size: 15px; }
 .verdict.good { background: #dcfce7; border: 1px solid #16a34a; }
 .verdict.bad { background: #fee2e2; border: 1px solid #dc2626; }
@@ -74,12 +75,12 @@ td.beat { background: #dcfce7; } td.lost { background: #fee2e2; }
 """
 
 
-def _plot_times(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+def plot_times(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     """Naive UTC times for plotly (which would drop a timezone offset rather than apply it)."""
     return index.tz_convert("UTC").tz_localize(None)
 
 
-def _validate_bars(bars: pd.DataFrame) -> pd.DataFrame:
+def validate_bars(bars: pd.DataFrame) -> pd.DataFrame:
     """OHLC float columns on a strictly increasing UTC index, or a ValueError naming the problem."""
     if not isinstance(bars, pd.DataFrame):
         raise TypeError(f"bars must be a pandas DataFrame, got {type(bars).__name__}")
@@ -97,7 +98,7 @@ def _validate_bars(bars: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _display_rule(index: pd.DatetimeIndex, max_candles: int) -> str | None:
+def display_rule(index: pd.DatetimeIndex, max_candles: int) -> str | None:
     """The finest rule in :data:`DISPLAY_RULES` that shows ``index`` in at most ``max_candles`` candles."""
     if len(index) <= max_candles:
         return None
@@ -145,7 +146,7 @@ def _beats(agent: Mapping[str, Any], hold: Mapping[str, Any], key: str) -> bool 
     return None if a is None or b is None else a > b
 
 
-def _verdict(metrics: Mapping[str, Any]) -> str:
+def verdict_banner(metrics: Mapping[str, Any]) -> str:
     """The banner: did the agent beat buy-and-hold on total return and on Sharpe?"""
     agent, hold = metrics.get("agent", {}), metrics.get("baselines", {}).get("buy_and_hold")
     if hold is None:
@@ -161,7 +162,7 @@ def _verdict(metrics: Mapping[str, Any]) -> str:
     return f'<div class="verdict {css}">The agent {parts[0]} and {parts[1]}.</div>'
 
 
-def _metrics_table(metrics: Mapping[str, Any]) -> str:
+def metrics_table(metrics: Mapping[str, Any]) -> str:
     """HTML table, one column per strategy; the agent's return and Sharpe cells coloured vs buy-and-hold."""
     agent = metrics.get("agent", {})
     baselines = dict(metrics.get("baselines", {}))
@@ -191,7 +192,7 @@ def _marker_trace(fills: pd.DataFrame, side: str) -> go.Scatter:
     buy = side == "buy"
     size = 11 if len(fills) <= 300 else 8 if len(fills) <= 2000 else 6  # thousands of fills must not hide the candles
     return go.Scatter(
-        x=_plot_times(pd.DatetimeIndex(rows["timestamp"])), y=rows["price"].to_numpy(), mode="markers",
+        x=plot_times(pd.DatetimeIndex(rows["timestamp"])), y=rows["price"].to_numpy(), mode="markers",
         name=f"{'Buy ▲' if buy else 'Sell ▼'} ({len(rows)})", legendgroup="fills",
         marker={"symbol": "triangle-up" if buy else "triangle-down", "size": size, "color": _BUY if buy else _SELL,
                 "line": {"width": 1, "color": "#ffffff"}},
@@ -201,14 +202,14 @@ def _marker_trace(fills: pd.DataFrame, side: str) -> go.Scatter:
     )
 
 
-def _main_figure(candles: pd.DataFrame, curves: dict[str, pd.Series], fills: pd.DataFrame,
+def main_figure(candles: pd.DataFrame, curves: dict[str, pd.Series], fills: pd.DataFrame,
                  rule: str | None, n_bars: int) -> go.Figure:
     """Candles + fills, equity curves and drawdowns on one shared time axis."""
     candle_title = "Price and fills" if rule is None else f"Price ({rule} candles from {n_bars:,} bars) and fills"
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.5, 0.3, 0.2],
                         subplot_titles=(candle_title, "Equity", "Drawdown"))
     fig.add_trace(go.Candlestick(
-        x=_plot_times(candles.index), open=candles["open"], high=candles["high"], low=candles["low"],
+        x=plot_times(candles.index), open=candles["open"], high=candles["high"], low=candles["low"],
         close=candles["close"], name="price", showlegend=False,
         increasing={"line": {"color": "#26a69a"}}, decreasing={"line": {"color": "#ef5350"}},
     ), row=1, col=1)
@@ -225,14 +226,14 @@ def _main_figure(candles: pd.DataFrame, curves: dict[str, pd.Series], fills: pd.
             line["dash"] = "dash"
         equity = _thin(curves[name], rule, "last")
         fig.add_trace(go.Scatter(
-            x=_plot_times(equity.index), y=equity.to_numpy(), name=name, legendgroup=name, line=line,
+            x=plot_times(equity.index), y=equity.to_numpy(), name=name, legendgroup=name, line=line,
             opacity=1.0 if i == 0 or name == "buy_and_hold" else 0.75,
             hovertemplate=f"{html.escape(name)} %{{y:,.2f}}<extra></extra>",
         ), row=2, col=1)
         if i == 0 or name == "buy_and_hold":
             dd = _thin(drawdown_series(curves[name]), rule, "max")
             fig.add_trace(go.Scatter(
-                x=_plot_times(dd.index), y=-dd.to_numpy(), name=name, legendgroup=name, showlegend=False,
+                x=plot_times(dd.index), y=-dd.to_numpy(), name=name, legendgroup=name, showlegend=False,
                 line={**line, "width": 1}, fill="tozeroy" if i == 0 else None,
                 hovertemplate=f"{html.escape(name)} drawdown %{{y:.2%}}<extra></extra>",
             ), row=3, col=1)
@@ -251,7 +252,7 @@ def _main_figure(candles: pd.DataFrame, curves: dict[str, pd.Series], fills: pd.
     return fig
 
 
-def _trip_figure(fills: pd.DataFrame) -> go.Figure:
+def trip_figure(fills: pd.DataFrame) -> go.Figure:
     """Histogram of the agent's round-trip returns, winners green and losers red."""
     trips = round_trips(fills)
     fig = go.Figure()
@@ -301,15 +302,15 @@ def write_report(
         raise ValueError(f"max_candles must be >= 2, got {max_candles}")
     if "agent" not in metrics:
         raise ValueError(f"metrics must be the metrics.json document with an 'agent' key, got keys {list(metrics)}")
-    ohlc = _validate_bars(bars)
+    ohlc = validate_bars(bars)
     curves = {str(name): validate_equity(series) for name, series in equity.items()}
     fills = validate_trades(trades)
-    rule = _display_rule(ohlc.index, max_candles)
+    rule = display_rule(ohlc.index, max_candles)
     candles = ohlc if rule is None else ohlc.groupby(ohlc.index.floor(rule)).agg(
         {"open": "first", "high": "max", "low": "min", "close": "last"})
 
-    main = _main_figure(candles, curves, fills, rule, len(ohlc))
-    trips = _trip_figure(fills)
+    main = main_figure(candles, curves, fills, rule, len(ohlc))
+    trips = trip_figure(fills)
     config = {"displaylogo": False, "scrollZoom": True, "responsive": True}
     n_buys = int((fills["side"] == "buy").sum())
     agent = metrics["agent"]
@@ -320,12 +321,12 @@ def write_report(
     page = "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f'<div class="sub">{summary}</div>',
         *sections,
-        _verdict(metrics),
-        _metrics_table(metrics),
+        verdict_banner(metrics),
+        metrics_table(metrics),
         main.to_html(full_html=False, include_plotlyjs=True, config=config, default_width="100%"),
         trips.to_html(full_html=False, include_plotlyjs=False, config=config, default_width="100%"),
         "</body></html>",

@@ -20,7 +20,7 @@ from typing import Any
 
 from spotgym.backtest.report import BASE_CSS
 
-__all__ = ["PLOTS", "write_tune_report"]
+__all__ = ["PLOTS", "study_figure", "write_tune_report"]
 
 # section id, title, optuna.visualization function name
 PLOTS = (
@@ -30,7 +30,7 @@ PLOTS = (
     ("slice", "Slice", "plot_slice"),
     ("intermediate-values", "Validation scores seen by the pruner", "plot_intermediate_values"),
 )
-_CSS = BASE_CSS + """
+REPORT_CSS = BASE_CSS + """
 h2 { font-size: 17px; margin: 22px 0 6px 0; }
 .note { color: #6b7280; font-size: 13px; font-style: italic; }
 table.t { border-collapse: collapse; font-size: 13px; margin-bottom: 12px; }
@@ -93,7 +93,7 @@ def _trials_table(study, best_number: int | None) -> str:
     return f'<table class="t"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _figure(study, name: str) -> tuple[Any | None, str | None]:
+def study_figure(study, name: str) -> tuple[Any | None, str | None]:
     import optuna.visualization as vis
 
     plot: Callable[..., Any] = getattr(vis, name)
@@ -118,7 +118,7 @@ def write_tune_report(path: str | Path, study, summary: Mapping[str, Any], title
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style>",
+        f"<title>{html.escape(title)}</title><style>{REPORT_CSS}</style>",
         f'<script type="text/javascript">{get_plotlyjs()}</script>',
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
@@ -138,7 +138,7 @@ def write_tune_report(path: str | Path, study, summary: Mapping[str, Any], title
     parts += ['<h2 id="overfitting">Selection luck across trials</h2>', _overfitting(summary)]
     for anchor, heading, name in PLOTS:
         parts.append(f'<h2 id="{anchor}">{html.escape(heading)}</h2>')
-        fig, reason = _figure(study, name)
+        fig, reason = study_figure(study, name)
         if fig is None:
             parts.append(f'<div class="note">not drawn: {html.escape(reason or "")}</div>')
         else:

@@ -37,16 +37,16 @@ def run_figures(split: SplitData, agent_name: str) -> tuple[go.Figure, go.Figure
         curves["buy_and_hold"] = validate_equity(pd.Series(eq["buy_and_hold"].to_numpy(np.float64), index=index))
     fills = validate_trades(split.trades)
     if split.bars is not None and len(split.bars):
-        ohlc = bt_report._validate_bars(split.bars)
+        ohlc = bt_report.validate_bars(split.bars)
         n_bars = len(ohlc)
-        rule = bt_report._display_rule(ohlc.index, MAX_CANDLES)
+        rule = bt_report.display_rule(ohlc.index, MAX_CANDLES)
         candles = ohlc if rule is None else ohlc.groupby(ohlc.index.floor(rule)).agg(
             {"open": "first", "high": "max", "low": "min", "close": "last"})
     else:
         candles = pd.DataFrame({c: np.zeros(0) for c in ("open", "high", "low", "close")},
                                index=pd.DatetimeIndex([], tz="UTC"))
         rule, n_bars = None, 0
-    main = bt_report._main_figure(candles, curves, fills, rule, n_bars)
+    main = bt_report.main_figure(candles, curves, fills, rule, n_bars)
     if not n_bars:
         main.add_annotation(text=f"no price candles: {split.bars_note or 'price data unavailable'}", showarrow=False,
                             xref="x domain", yref="y domain", x=0.5, y=0.5, font={"size": 13, "color": "#6b7280"})
@@ -57,7 +57,7 @@ def run_figures(split: SplitData, agent_name: str) -> tuple[go.Figure, go.Figure
     main.update_layout(height=980, legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0,
                                            "traceorder": "normal"},
                        margin={"t": 60, "b": 40, "l": 70, "r": 20})
-    trips = bt_report._trip_figure(fills)
+    trips = bt_report.trip_figure(fills)
     if not trips.data:  # no closed round trip: the page says so instead of drawing empty axes
         trips = None
     else:
@@ -119,14 +119,14 @@ def compare_figure(curves: list[Curve], span: tuple[pd.Timestamp, pd.Timestamp] 
     fig = go.Figure()
     for i, c in enumerate(curves):
         eq, _ = _clip(c, span)
-        fig.add_trace(go.Scatter(x=bt_report._plot_times(eq.index), y=eq.to_numpy() / eq.iloc[0] - 1.0,
+        fig.add_trace(go.Scatter(x=bt_report.plot_times(eq.index), y=eq.to_numpy() / eq.iloc[0] - 1.0,
                                  name=c.label, line={"color": _COLORS[i % len(_COLORS)], "width": 2},
                                  hovertemplate=f"{c.label}: %{{y:+.2%}}<extra></extra>"))
     hold = next((c for c in curves if c.hold is not None), None)
     if hold is not None:
         h = hold.hold.loc[span[0]:span[1]] if span is not None else hold.hold
         if len(h) >= 2:
-            fig.add_trace(go.Scatter(x=bt_report._plot_times(h.index), y=h.to_numpy() / h.iloc[0] - 1.0,
+            fig.add_trace(go.Scatter(x=bt_report.plot_times(h.index), y=h.to_numpy() / h.iloc[0] - 1.0,
                                      name=f"buy-and-hold ({hold.label})",
                                      line={"color": "#111827", "width": 1.5, "dash": "dash"},
                                      hovertemplate="buy-and-hold: %{y:+.2%}<extra></extra>"))
@@ -159,11 +159,11 @@ def compare_metrics(curves: list[Curve], span: tuple[pd.Timestamp, pd.Timestamp]
 # ---------------------------------------------------------------------------------------------------- studies
 def study_figure(study, name: str) -> tuple[go.Figure | None, str | None]:
     """An ``optuna.visualization`` plot of ``study`` (``name``: e.g. ``plot_optimization_history``), or why not."""
-    from spotgym.backtest.tune_report import _figure
+    from spotgym.backtest import tune_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fig, reason = _figure(study, name)
+        fig, reason = tune_report.study_figure(study, name)
     if fig is not None:  # the page's heading names the plot: no second title inside it
         fig.update_layout(template="plotly_white", height=440, title=None, margin={"t": 30, "b": 50, "l": 70, "r": 20})
         fig.update_yaxes(automargin=True)

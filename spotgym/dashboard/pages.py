@@ -25,7 +25,7 @@ NAV = (("runs", "/runs", "Runs"), ("studies", "/studies", "Studies"), ("live", "
        ("compare", "/compare", "Compare"))
 PLOT_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": True}
 
-CSS = bt_report._CSS + """
+CSS = bt_report.REPORT_CSS + """
 * { box-sizing: border-box; }
 [hidden] { display: none !important; }
 body { margin: 0; font-size: 14px; background: #fff; }
@@ -306,8 +306,8 @@ def _split_body(run: RunSummary, split: SplitData, figures, figure_error, vetoes
     parts = []
     metrics = split.metrics
     if "agent" in metrics:
-        parts.append(bt_report._verdict(metrics))
-        parts.append(f'<div class="scroll">{bt_report._metrics_table(metrics)}</div>')
+        parts.append(bt_report.verdict_banner(metrics))
+        parts.append(f'<div class="scroll">{bt_report.metrics_table(metrics)}</div>')
     else:
         parts.append(empty(f"<code>{esc(split.path / 'metrics.json')}</code> cannot be read."))
     if figures is None:
