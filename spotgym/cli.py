@@ -102,7 +102,8 @@ def _live_run(args: argparse.Namespace) -> int:
     values = load_live_config(args.config) if args.config else {}
     extra = {k: values.pop(k) for k in ("notify", "alerts", "metrics", "log_file") if k in values}
     flags = {"symbol": args.symbol, "session": args.session, "journal": args.journal, "sim_url": args.sim_url,
-             "data": args.data, "start": args.start, "bars": args.bars, "speed": args.speed, "key": args.key}
+             "data": args.data, "start": args.start, "bars": args.bars, "speed": args.speed, "key": args.key,
+             "retrain_every": args.retrain_every}
     values.update({k: v for k, v in flags.items() if v is not None})
     settings = LiveSettings(mode=args.mode, confirm_real_money=args.i_understand_this_trades_real_money,
                             checkpoint=args.checkpoint, extra=extra, **values)
@@ -486,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "budget, key, risk, price_source")
     lr.add_argument("--key", default=None, metavar="NAME", help="keystore key (default: SPOTGYM_<MODE>_API_KEY/SECRET)")
     lr.add_argument("--checkpoint", action="store_true", help="trade the kept checkpoint even if the run selected cash")
+    lr.add_argument("--retrain-every", default=None, metavar="DURATION",
+                    help="e.g. 30d: run `spotgym retrain` in the background every DURATION of market time (promotion "
+                         "by margin into champion.json; live config: retrain_eval_bars, retrain_margin)")
     lr.add_argument("--i-understand-this-trades-real-money", action="store_true",
                     help="required by --mode live")
     lr.set_defaults(func=_live_run)

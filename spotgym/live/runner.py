@@ -26,6 +26,8 @@ import json
 import logging
 import secrets
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -92,6 +94,10 @@ class LiveSettings:
     sim_api_key: str | None = None
     sim_api_secret: str | None = None
     confirm_real_money: bool = False
+    retrain_every: str | None = None  # e.g. "30d": retrain + promotion (`spotgym retrain`) in the background
+    retrain_eval_bars: int = 720
+    retrain_margin: float = 0.0
+    retrain_wait_s: float = 300.0  # at the session's end, wait this long for a running retrain, then stop it
     sim_model: str = "env"  # the in-process replay's book and fees: "env" (fills as the backtest) or "binance"
     checkpoint: bool = False  # trade the kept checkpoint even where the run's selection chose cash
     drive_clock: bool = True  # step an attached replay exchange whose clock is manual
@@ -102,6 +108,13 @@ class LiveSettings:
             raise LiveError(f"--mode must be one of {', '.join(LIVE_MODES)}, got {self.mode!r}")
         if self.stale_policy not in STALE_POLICIES:
             raise LiveError(f"stale_policy must be one of {STALE_POLICIES}, got {self.stale_policy!r}")
+        if self.retrain_every is not None:
+            try:
+                every = pd.Timedelta(self.retrain_every)
+            except (ValueError, TypeError):
+                raise LiveError(f"retrain_every: {self.retrain_every!r} is not a duration (e.g. 30d, 720h)") from None
+            if every <= pd.Timedelta(0):
+                raise LiveError(f"retrain_every must be positive, got {self.retrain_every!r}")
         if self.sim_model not in ("env", "binance"):
             raise LiveError(f"sim_model must be 'env' or 'binance', got {self.sim_model!r}")
         if self.price_source not in ("ticker", "close"):
@@ -530,6 +543,10 @@ class LiveRunner:
                 break
             self.journal.mark_applied([f["trade_id"] for f in self.journal.unapplied_fills()])
             self.journal.set_session(last_bar_ms=int(env.market.timestamps_ms[env.row]), risk_state=env.risk_state())
+            if s.retrain_every:
+                self._retrain_tick(int(env.market.timestamps_ms[env.row]))
+        if s.retrain_every:
+            self._retrain_finish()
         elapsed = time.perf_counter() - started
         last_price = float(env.market.close[env.row])
         counts = self.journal.counts()
@@ -544,6 +561,71 @@ class LiveRunner:
         return summary
 
     stopping = False
+    _retrain: tuple[subprocess.Popen, Path, int] | None = None
+    _last_retrain_ms: int | None = None
+    retrains = 0
+
+    # ------------------------------------------------------------------ scheduled retraining
+    def _retrain_tick(self, bar_ms: int) -> None:
+        """Start `spotgym retrain` in the background every ``retrain_every`` of market time; collect its verdict."""
+        if self._retrain is not None:
+            if self._retrain[0].poll() is None:
+                return
+            self._retrain_collect()
+        every = int(pd.Timedelta(self.s.retrain_every).total_seconds() * 1000)
+        if self._last_retrain_ms is None:
+            self._last_retrain_ms = bar_ms
+            return
+        if bar_ms - self._last_retrain_ms < every:
+            return
+        self._last_retrain_ms = bar_ms
+        self.retrains += 1
+        s = self.s
+        champion = self.run_dir.parent / "champion.json"
+        out = self.run_dir.parent / f"{self.exp.name}-candidate-{self.session}-{self.retrains}"
+        cmd = [sys.executable, "-m", "spotgym.cli", "retrain", str(champion if champion.is_file() else self.run_dir),
+               "--eval-bars", str(s.retrain_eval_bars), "--margin", str(s.retrain_margin), "--out", str(out),
+               "--champion-file", str(champion), "--journal", self.journal.url, "--session", self.session, "--quiet"]
+        if s.checkpoint:
+            cmd.append("--checkpoint")
+        if s.data:
+            cmd += ["--data", s.data, "--until", pd.Timestamp(bar_ms, unit="ms", tz="UTC").isoformat()]
+        elif self.sim_url:
+            cmd += ["--sim-url", self.sim_url]
+        else:
+            cmd += ["--exchange-mode", "testnet" if s.mode == "testnet" else "live"]
+        log_path = out.with_suffix(".log")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        self._retrain = (proc, out, bar_ms)
+        self.event("retrain_started", bar_ms, candidate=str(out), log=str(log_path), pid=proc.pid)
+
+    def _retrain_collect(self) -> None:
+        proc, out, bar_ms = self._retrain
+        self._retrain = None
+        decision_path = out / "retrain.json"
+        if proc.returncode != 0 or not decision_path.is_file():
+            self.event("retrain_failed", bar_ms, candidate=str(out), returncode=proc.returncode,
+                       log=str(out.with_suffix(".log")))
+            return
+        d = json.loads(decision_path.read_text())
+        self.event("retrain_finished", bar_ms, promoted=d["promoted"], candidate=d["candidate"],
+                   candidate_value=d["candidate_value"], champion_value=d["champion_value"], metric=d["metric"])
+        if d["promoted"]:
+            self.out(f"retrain: candidate {out.name} PROMOTED ({d['metric']} {d['candidate_value']:.3f} vs "
+                     f"{d['champion_value']:.3f}); champion.json names it: the next start of this session trades it")
+
+    def _retrain_finish(self) -> None:
+        if self._retrain is None:
+            return
+        proc = self._retrain[0]
+        try:
+            proc.wait(timeout=self.s.retrain_wait_s)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(timeout=30)
+        self._retrain_collect()
 
     def _balances(self, broker: CcxtBroker) -> tuple[float, float]:
         return self._with_retries("the exchange's balances", broker.balances)

@@ -86,3 +86,27 @@ def test_bars_up_to_now_come_through_the_exchange(champion, tmp_path, capsys):
     d = json.loads((tmp_path / "cand" / "retrain.json").read_text())
     # the last closed bar at the exchange's clock (23:30) is the 22:00 bar; the span ends there
     assert d["eval_span"][1] == "2024-06-30T22:00:00+00:00"
+
+
+def test_live_session_retrains_in_the_background(champion, tmp_path):
+    """`--retrain-every 24h`: a day of market time into the session, `spotgym retrain` starts in the background on the
+    bars up to then; the session trades on, waits for it at its end, and journals the verdict."""
+    run, eth = champion
+    journal = tmp_path / "j.sqlite"
+    settings = LiveSettings(mode="sim", data=eth, start="2024-07-01", bars=30, checkpoint=True, session="rt",
+                            journal=str(journal), retrain_every="24h", retrain_eval_bars=24, retrain_wait_s=300)
+    lines: list[str] = []
+    summary = LiveRunner(run, settings, out=lines.append).run()
+    assert summary["decisions"] == 30
+    j = Journal(journal, "rt")
+    events = j.frame("events")
+    j.close()
+    kinds = list(events["kind"])
+    assert kinds.count("retrain_started") == 1 and "retrain_decision" in kinds
+    finished = events[events["kind"] == "retrain_finished"].iloc[0]["payload"]
+    started = events[events["kind"] == "retrain_started"].iloc[0]
+    assert started["bar_ms"] == pd.Timestamp("2024-07-02T01:00Z").value // 10**6  # 24 h after the first bar marked
+    decision = json.loads((run.parent / "retraintest-candidate-rt-1" / "retrain.json").read_text())
+    assert finished["promoted"] == decision["promoted"]
+    assert decision["eval_span"][1] == "2024-07-02T01:00:00+00:00"  # nothing after the bar it started on
+    assert (run.parent / "champion.json").is_file()
