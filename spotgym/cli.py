@@ -102,7 +102,8 @@ def _live_run(args: argparse.Namespace) -> int:
     values = load_live_config(args.config) if args.config else {}
     extra = {k: values.pop(k) for k in ("notify", "alerts", "metrics", "log_file") if k in values}
     flags = {"symbol": args.symbol, "session": args.session, "journal": args.journal, "sim_url": args.sim_url,
-             "data": args.data, "start": args.start, "bars": args.bars, "speed": args.speed, "key": args.key,
+             "data": args.data, "start": args.start, "bars": args.bars, "speed": args.speed,
+             "key": args.key[0] if args.key and len(args.key) == 1 else None,
              "retrain_every": args.retrain_every}
     values.update({k: v for k, v in flags.items() if v is not None})
     settings = LiveSettings(mode=args.mode, confirm_real_money=args.i_understand_this_trades_real_money,
@@ -110,10 +111,12 @@ def _live_run(args: argparse.Namespace) -> int:
     if len(args.run_dir) > 1:  # A/B: several runs on one feed, a session and an account each
         from spotgym.live.runner import run_live_many
 
-        summaries = run_live_many(args.run_dir, settings)
+        summaries = run_live_many(args.run_dir, settings, keys=args.key)
         print(f"export:        spotgym live export --session NAME --journal {summaries[0]['journal']} --out DIR "
               f"(sessions: {', '.join(s['session'] for s in summaries)})")
         return 0
+    if args.key and len(args.key) > 1:
+        raise ValueError("several --key go with several run directories (A/B: one key per session)")
     summary = run_live(args.run_dir[0], settings)
     print(f"export:        spotgym live export --session {summary['session']} --journal {summary['journal']} "
           "--out DIR")
@@ -485,7 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("--config", default=None, metavar="live.yaml",
                     help="live settings: warmup_bars, poll_seconds, stale_bars, stale_policy (hold|flatten|stop), "
                          "budget, key, risk, price_source")
-    lr.add_argument("--key", default=None, metavar="NAME", help="keystore key (default: SPOTGYM_<MODE>_API_KEY/SECRET)")
+    lr.add_argument("--key", action="append", default=None, metavar="NAME",
+                    help="keystore key (default: SPOTGYM_<MODE>_API_KEY/SECRET); A/B on testnet / demo: once per run")
     lr.add_argument("--checkpoint", action="store_true", help="trade the kept checkpoint even if the run selected cash")
     lr.add_argument("--retrain-every", default=None, metavar="DURATION",
                     help="e.g. 30d: run `spotgym retrain` in the background every DURATION of market time (promotion "

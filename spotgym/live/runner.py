@@ -750,20 +750,26 @@ class SharedMarket:
         self._cond.notify_all()
 
 
-def run_live_many(run_dirs: list[str | Path], settings: LiveSettings, *, out=print) -> list[dict[str, Any]]:
+def run_live_many(run_dirs: list[str | Path], settings: LiveSettings, *, out=print,
+                  keys: list[str] | None = None) -> list[dict[str, Any]]:
     """A/B: every run in ``run_dirs`` trades as its own session (named ``<session>-<i>-<run dir name>``) on one
-    shared feed: the replay exchange in-process (``--data``) or attached (``--sim-url``), an account each; or paper
-    (each session its own paper account on the same public bars). Returns each session's summary."""
+    shared feed: the replay exchange in-process (``--data``) or attached (``--sim-url``), an account each; paper
+    (each session its own paper account on the same public bars); or testnet / demo with one keystore key (one
+    exchange account) per session, ``keys[i]`` for ``run_dirs[i]``. Returns each session's summary."""
     if len(run_dirs) < 2:
         raise LiveError("A/B needs at least two run directories")
-    if settings.mode not in ("sim", "paper"):
-        raise LiveError(f"several runs on one feed trade in --mode sim or paper (an account per session); "
-                        f"{settings.mode} would share one account between sessions")
+    if settings.mode == "live":
+        raise LiveError("A/B sessions run in --mode sim, paper, testnet or demo, not with real money")
+    real = settings.mode in ("testnet", "demo")
+    if real and (not keys or len(keys) != len(run_dirs) or len(set(keys)) != len(keys)):
+        raise LiveError(f"A/B on {settings.mode} needs one key per session (an exchange account each): give "
+                        f"--key NAME once per run, {len(run_dirs)} different names")
     base = settings.session or f"ab-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
     names = [f"{base}-{i}-{Path(r).name}" for i, r in enumerate(run_dirs)]
     journal = settings.journal or str(default_journal(Path(run_dirs[0]), base))
-    runners = [LiveRunner(r, dataclasses.replace(settings, session=n, journal=journal), out=out)
-               for r, n in zip(run_dirs, names, strict=True)]
+    runners = [LiveRunner(r, dataclasses.replace(settings, session=n, journal=journal,
+                                                 key=keys[i] if real else settings.key), out=out)
+               for i, (r, n) in enumerate(zip(run_dirs, names, strict=True))]
     symbols = {(r.symbol, r.tf_ms) for r in runners}
     if len(symbols) != 1:
         raise LiveError(f"the runs trade different markets or timeframes {sorted(symbols)}: one feed serves one")

@@ -286,3 +286,21 @@ def test_ab_sessions_on_one_feed_and_compare(run_dir, eth_file, backtested, tmp_
     assert f"({BARS + 1} bars)" in out and "ab-0-run" in out and "ab-1-second" in out and "p = " in out
     doc = json.loads((tmp_path / "cmp.json").read_text())
     assert [s["session"] for s in doc["sessions"]] == names and 0.0 <= doc["pairs"][0]["p_value"] <= 1.0
+
+
+def test_ab_on_testnet_needs_a_key_per_session(run_dir, tmp_path, monkeypatch, capsys):
+    """A/B on testnet / demo: one keystore key (one exchange account) per session, each runner with its own."""
+    from spotgym.live import runner as live_runner
+
+    argv = ["live", "run", str(run_dir), str(run_dir), "--mode", "testnet", "--journal", str(tmp_path / "t.sqlite"),
+            "--session", "tn"]
+    assert main([*argv, "--key", "a"]) == 2
+    assert "needs one key per session" in capsys.readouterr().err
+    assert main(["live", "run", str(run_dir), str(run_dir), "--mode", "live", "--i-understand-this-trades-real-money",
+                 "--key", "a", "--key", "b"]) == 2
+    assert "not with real money" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(live_runner.LiveRunner, "run", lambda self: seen.setdefault(self.session, self.s.key) and
+                        {"session": self.session, "journal": self.journal.url})
+    assert main([*argv, "--key", "a", "--key", "b"]) == 0
+    assert seen == {"tn-0-run": "a", "tn-1-run": "b"}
