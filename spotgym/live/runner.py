@@ -237,6 +237,7 @@ class LiveRunner:
         self.stack = contextlib.ExitStack()
         self.bars_done = 0
         self.decisions = 0
+        self._challengers = []
         self.paused = False
 
     # ------------------------------------------------------------------ events
@@ -543,8 +544,9 @@ class LiveRunner:
                 break
             self.journal.mark_applied([f["trade_id"] for f in self.journal.unapplied_fills()])
             self.journal.set_session(last_bar_ms=int(env.market.timestamps_ms[env.row]), risk_state=env.risk_state())
+            self._current_bar_ms = int(env.market.timestamps_ms[env.row])
             if s.retrain_every:
-                self._retrain_tick(int(env.market.timestamps_ms[env.row]))
+                self._retrain_tick(self._current_bar_ms)
         if s.retrain_every:
             self._retrain_finish()
         elapsed = time.perf_counter() - started
@@ -562,6 +564,8 @@ class LiveRunner:
 
     stopping = False
     _retrain: tuple[subprocess.Popen, Path, int] | None = None
+    _challengers: list[subprocess.Popen]
+    _current_bar_ms: int = 0
     _last_retrain_ms: int | None = None
     retrains = 0
 
@@ -615,17 +619,50 @@ class LiveRunner:
         if d["promoted"]:
             self.out(f"retrain: candidate {out.name} PROMOTED ({d['metric']} {d['candidate_value']:.3f} vs "
                      f"{d['champion_value']:.3f}); champion.json names it: the next start of this session trades it")
+        self._start_challenger(Path(d["candidate"]), bar_ms)
+
+    def _start_challenger(self, candidate: Path, bar_ms: int) -> None:
+        """The candidate trades in paper beside this session (its own session in the same journal, for
+        `spotgym live compare`), for the bars this session has left."""
+        s = self.s
+        left = None if s.bars is None else s.bars - self.bars_done
+        name = f"{self.session}-challenger-{self.retrains}"
+        if left is not None and left < 2:
+            self.event("challenger_skipped", bar_ms, candidate=str(candidate), reason="the session ends now")
+            return
+        cmd = [sys.executable, "-m", "spotgym.cli", "live", "run", str(candidate), "--mode", "paper", "--session", name,
+               "--journal", self.journal.url]
+        if left is not None:
+            cmd += ["--bars", str(left)]
+        if s.checkpoint:
+            cmd.append("--checkpoint")
+        if s.data:
+            cmd += ["--data", s.data, "--from", pd.Timestamp(self._current_bar_ms, unit="ms", tz="UTC").isoformat()]
+        elif self.sim_url:
+            config = candidate / f"challenger-{self.session}.yaml"
+            config.write_text(yaml.safe_dump({"drive_clock": False, "poll_seconds": s.poll_seconds}))
+            cmd += ["--sim-url", self.sim_url, "--config", str(config)]
+        log_path = candidate / f"challenger-{self.session}.log"
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+        self._challengers.append(proc)
+        self.event("challenger_started", bar_ms, session=name, candidate=str(candidate), pid=proc.pid, log=str(log_path))
 
     def _retrain_finish(self) -> None:
-        if self._retrain is None:
-            return
-        proc = self._retrain[0]
-        try:
-            proc.wait(timeout=self.s.retrain_wait_s)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(timeout=30)
-        self._retrain_collect()
+        if self._retrain is not None:
+            proc = self._retrain[0]
+            try:
+                proc.wait(timeout=self.s.retrain_wait_s)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait(timeout=30)
+            self._retrain_collect()
+        for proc in self._challengers:  # a challenger trades this session's bars: it ends with them
+            try:
+                proc.wait(timeout=self.s.retrain_wait_s)
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                proc.wait(timeout=30)
 
     def _balances(self, broker: CcxtBroker) -> tuple[float, float]:
         return self._with_retries("the exchange's balances", broker.balances)

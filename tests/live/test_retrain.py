@@ -110,3 +110,25 @@ def test_live_session_retrains_in_the_background(champion, tmp_path):
     assert finished["promoted"] == decision["promoted"]
     assert decision["eval_span"][1] == "2024-07-02T01:00:00+00:00"  # nothing after the bar it started on
     assert (run.parent / "champion.json").is_file()
+
+
+def test_a_finished_candidate_trades_in_paper_as_a_challenger(champion, tmp_path):
+    """When a background retrain has its candidate, the candidate trades in paper beside the session (its own
+    session in the same journal) for the bars the session has left; the session waits for it at its end."""
+    run, eth = champion
+    journal = tmp_path / "j.sqlite"
+    runner = LiveRunner(run, LiveSettings(mode="sim", data=eth, start="2024-07-01", bars=40, checkpoint=True,
+                                          session="rt2", journal=str(journal), retrain_every="24h"))
+    runner.bars_done, runner.retrains = 28, 1
+    runner._current_bar_ms = int(pd.Timestamp("2024-07-02T04:00Z").value // 10**6)
+    runner._start_challenger(run, runner._current_bar_ms)
+    runner._retrain_finish()
+    runner.journal.close()
+    j = Journal(journal, "rt2-challenger-1")
+    row, decisions = j.session_row(), j.frame("decisions")
+    j.close()
+    assert row["mode"] == "paper" and len(decisions) == 12
+    assert pd.Timestamp(decisions["bar_ms"].iloc[0], unit="ms", tz="UTC") == pd.Timestamp("2024-07-02T04:00Z")
+    j = Journal(journal, "rt2")
+    assert "challenger_started" in set(j.frame("events")["kind"])
+    j.close()
