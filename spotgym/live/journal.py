@@ -178,11 +178,27 @@ def _create_tables(engine: Engine) -> None:
     for attempt in range(5):
         try:
             metadata.create_all(engine)
-            return
+            break
         except OperationalError as exc:
             if "already exists" not in str(exc) or attempt == 4:
                 raise
             time.sleep(0.05 * (attempt + 1))
+    _add_missing_columns(engine)
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A journal written by an earlier version lacks the nullable columns added since (e.g. ``decisions.latency_ms``):
+    add them, so old sessions stay readable and resumable."""
+    from sqlalchemy import inspect, text
+
+    found = inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
