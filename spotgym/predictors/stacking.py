@@ -417,50 +417,21 @@ def pooled_cache_key(frames: Sequence[FeatureFrame], spec: StackingSpec) -> str:
 
 
 def _write_pooled_cache(entry: Path, results: list[StackingResult]) -> None:
-    tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        arrays = {}
-        for s, result in enumerate(results):
-            arrays[f"values_{s}"], arrays[f"has_oof_{s}"] = result.values, result.has_oof
-        np.savez(tmp / "oof.npz", **arrays)
-        models = results[0].models
-        for name, model in models.items():
-            if model is not None:
-                model.save(tmp / "models" / name)
-        report = {"format": CACHE_FORMAT, "fit": "pooled", "columns": list(results[0].columns),
-                  "parts": [r.folds for r in results], "models": [n for n, m in models.items() if m is not None],
-                  "wall_s": results[0].wall_s}
-        (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_plain))
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process wrote the same entry first: its content is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        logger.warning("could not write the predictor cache %s: %s", entry, exc)
-        shutil.rmtree(tmp, ignore_errors=True)
+    arrays = {}
+    for k, result in enumerate(results):
+        arrays[f"values_{k}"], arrays[f"has_oof_{k}"] = result.values, result.has_oof
+    _publish_entry(entry, arrays, results[0].models, {"fit": "pooled", "columns": list(results[0].columns),
+                                                      "parts": [r.folds for r in results], "wall_s": results[0].wall_s})
 
 
 def _read_pooled_cache(entry: Path, spec: StackingSpec, n_frames: int) -> list[StackingResult] | None:
-    if not (entry / "report.json").is_file():
+    loaded = _load_entry(entry, spec, lambda r: r.get("fit") == "pooled" and len(r["parts"]) == n_frames)
+    if loaded is None:
         return None
-    try:
-        report = json.loads((entry / "report.json").read_text())
-        if report.get("format") != CACHE_FORMAT or report.get("fit") != "pooled" \
-                or tuple(report["columns"]) != spec.output_columns or len(report["parts"]) != n_frames:
-            return None
-        with np.load(entry / "oof.npz") as data:
-            arrays = [(data[f"values_{s}"], data[f"has_oof_{s}"]) for s in range(n_frames)]
-        models: dict[str, BasePredictor | None] = {m.name: None for m in spec.models}
-        for name in report.get("models", []):
-            models[name] = load_predictor(entry / "models" / name)
-    except (OSError, ValueError, KeyError) as exc:
-        logger.warning("ignoring an unreadable predictor cache entry %s: %s", entry, exc)
-        return None
+    report, arrays, models = loaded
     columns = tuple(report["columns"])
-    return [StackingResult(columns, values, has, folds, dict(models), entry, True)
-            for (values, has), folds in zip(arrays, report["parts"])]
+    return [StackingResult(columns, arrays[f"values_{k}"], arrays[f"has_oof_{k}"], folds, dict(models), entry, True)
+            for k, folds in enumerate(report["parts"])]
 
 
 # ---------------------------------------------------------------------- disk cache
@@ -490,16 +461,32 @@ def cache_key(frame: FeatureFrame, spec: StackingSpec) -> str:
 
 
 def _write_cache(entry: Path, result: StackingResult) -> None:
+    _publish_entry(entry, {"values": result.values, "has_oof": result.has_oof}, result.models,
+                   {"columns": list(result.columns), "folds": result.folds, "wall_s": result.wall_s})
+
+
+def _read_cache(entry: Path, spec: StackingSpec) -> StackingResult | None:
+    loaded = _load_entry(entry, spec, lambda r: "folds" in r)
+    if loaded is None:
+        return None
+    report, arrays, models = loaded
+    return StackingResult(tuple(report["columns"]), arrays["values"], arrays["has_oof"], report["folds"], models,
+                          entry, True)
+
+
+def _publish_entry(entry: Path, arrays: dict[str, np.ndarray], models: dict[str, BasePredictor | None],
+                   report: dict[str, Any]) -> None:
+    """Write a cache entry (``oof.npz``, the fitted models, ``report.json``) into a temporary folder and move it
+    into place in one step, so a reader never sees half an entry."""
     tmp = entry.parent / f".{entry.name}.tmp-{os.getpid()}"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        np.savez(tmp / "oof.npz", values=result.values, has_oof=result.has_oof)
-        for name, model in result.models.items():
+        np.savez(tmp / "oof.npz", **arrays)
+        for name, model in models.items():
             if model is not None:
                 model.save(tmp / "models" / name)
-        report = {"format": CACHE_FORMAT, "columns": list(result.columns), "folds": result.folds,
-                  "models": [n for n, m in result.models.items() if m is not None], "wall_s": result.wall_s}
+        report = {"format": CACHE_FORMAT, **report, "models": [n for n, m in models.items() if m is not None]}
         (tmp / "report.json").write_text(json.dumps(report, indent=1, default=_plain))
         try:
             os.replace(tmp, entry)
@@ -510,22 +497,25 @@ def _write_cache(entry: Path, result: StackingResult) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_cache(entry: Path, spec: StackingSpec) -> StackingResult | None:
+def _load_entry(entry: Path, spec: StackingSpec, fits: Any
+                ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, BasePredictor | None]] | None:
+    """(report, arrays, models) of a cache entry written by ``_publish_entry`` for ``spec``, or None when it is
+    missing, of another format or columns, not what ``fits(report)`` wants, or unreadable."""
     if not (entry / "report.json").is_file():
         return None
     try:
         report = json.loads((entry / "report.json").read_text())
-        if report.get("format") != CACHE_FORMAT or tuple(report["columns"]) != spec.output_columns:
+        if report.get("format") != CACHE_FORMAT or tuple(report["columns"]) != spec.output_columns or not fits(report):
             return None
         with np.load(entry / "oof.npz") as data:
-            values, has_oof = data["values"], data["has_oof"]
+            arrays = {k: data[k] for k in data.files}
         models: dict[str, BasePredictor | None] = {m.name: None for m in spec.models}
         for name in report.get("models", []):
             models[name] = load_predictor(entry / "models" / name)
     except (OSError, ValueError, KeyError) as exc:
         logger.warning("ignoring an unreadable predictor cache entry %s: %s", entry, exc)
         return None
-    return StackingResult(tuple(report["columns"]), values, has_oof, report["folds"], models, entry, True)
+    return report, arrays, models
 
 
 def _fold_record(name: str, kind: str, fold: Fold, frame: FeatureFrame) -> dict[str, Any]:
