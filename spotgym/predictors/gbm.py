@@ -23,8 +23,8 @@ import numpy as np
 from spotgym.core import FeatureFrame
 from spotgym.predictors.base import BasePredictor, NotEnoughData, Rows
 from spotgym.predictors.config import GBMConfig
-from spotgym.predictors.labels import backward_log_return, direction_labels, forward_log_return
-from spotgym.predictors.metrics import classification_metrics, forecast_metrics
+from spotgym.predictors.labels import direction_labels, forward_log_return
+from spotgym.predictors.metrics import return_direction_metrics
 
 MIN_TRAIN_ROWS = 50
 PAYLOAD = "booster_{target}.txt"
@@ -135,28 +135,12 @@ class GBMPredictor(BasePredictor):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, frame: FeatureFrame, rows: Rows, outputs: np.ndarray, train_rows: Rows) -> dict[str, Any]:
-        """The LSTM's metrics: return MAE / direction vs zero, persistence, reversal and majority sign; class
-        accuracy and log loss vs the training prior, majority class and persistence."""
+        """The LSTM's metrics (``return_direction_metrics``), on the same rows, so the two compare."""
         cfg = self.config
-        idx = self.row_index(rows, len(frame))
-        fwd = forward_log_return(frame.close, cfg.horizon)
-        back = backward_log_return(frame.close, cfg.horizon)
-        ok = np.isfinite(fwd[idx]) & np.isfinite(outputs).all(axis=1)
-        tr = self.row_index(train_rows, len(frame))
-        tr = tr[np.isfinite(fwd[tr])]
-        actual, out = fwd[idx][ok], outputs[ok].astype(np.float64)
-        metrics: dict[str, Any] = {"n_eval": int(ok.sum())}
-        col = 0
-        if "return" in cfg.targets:
-            metrics.update(forecast_metrics("ret_", actual, out[:, 0], back[idx][ok], fwd[tr]))
-            col = 1
-        if "direction" in cfg.targets:
-            thr = self.flat_threshold
-            y = direction_labels(actual, thr).astype(int)
-            persistence = direction_labels(back[idx][ok], thr)
-            metrics.update(classification_metrics("cls_", y, out[:, col:col + 3],
-                                                  direction_labels(fwd[tr], thr).astype(int), persistence))
-        return metrics
+        return return_direction_metrics(frame.close, self.row_index(rows, len(frame)),
+                                        self.row_index(train_rows, len(frame)), outputs, horizon=cfg.horizon,
+                                        targets=cfg.targets, flat_threshold=self.flat_threshold,
+                                        return_scale=1.0)
 
     # ------------------------------------------------------------------ persistence
     def _fitted_state(self) -> dict[str, Any]:

@@ -25,8 +25,8 @@ from torch import nn
 from spotgym.core import FeatureFrame
 from spotgym.predictors.base import BasePredictor, NotEnoughData, Rows
 from spotgym.predictors.config import LSTMConfig
-from spotgym.predictors.labels import backward_log_return, direction_labels, forward_log_return
-from spotgym.predictors.metrics import classification_metrics, forecast_metrics
+from spotgym.predictors.labels import direction_labels, forward_log_return
+from spotgym.predictors.metrics import return_direction_metrics
 
 INFER_CHUNK = 512
 MIN_TRAIN_WINDOWS = 32
@@ -209,26 +209,12 @@ class LSTMPredictor(BasePredictor):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, frame: FeatureFrame, rows: Rows, outputs: np.ndarray, train_rows: Rows) -> dict[str, Any]:
+        """Return and direction metrics (``return_direction_metrics``); outputs are in target-scale units."""
         cfg = self.config
-        idx = self.row_index(rows, len(frame))
-        fwd = forward_log_return(frame.close, cfg.horizon)
-        back = backward_log_return(frame.close, cfg.horizon)
-        ok = np.isfinite(fwd[idx]) & np.isfinite(outputs).all(axis=1)
-        tr = self.row_index(train_rows, len(frame))
-        tr = tr[np.isfinite(fwd[tr])]
-        actual, out = fwd[idx][ok], outputs[ok].astype(np.float64)
-        metrics: dict[str, Any] = {"n_eval": int(ok.sum())}
-        col = 0
-        if "return" in cfg.targets:
-            metrics.update(forecast_metrics("ret_", actual, out[:, 0] * self.target_scale, back[idx][ok], fwd[tr]))
-            col = 1
-        if "direction" in cfg.targets:
-            thr = self.flat_threshold
-            y = direction_labels(actual, thr).astype(int)
-            persistence = direction_labels(back[idx][ok], thr)
-            metrics.update(classification_metrics("cls_", y, out[:, col:col + 3],
-                                                  direction_labels(fwd[tr], thr).astype(int), persistence))
-        return metrics
+        return return_direction_metrics(frame.close, self.row_index(rows, len(frame)),
+                                        self.row_index(train_rows, len(frame)), outputs, horizon=cfg.horizon,
+                                        targets=cfg.targets, flat_threshold=self.flat_threshold,
+                                        return_scale=self.target_scale)
 
     # ------------------------------------------------------------------ persistence
     def _fitted_state(self) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from spotgym.predictors.labels import backward_log_return, direction_labels, forward_log_return
+
 EPS = 1e-12
 
 
@@ -83,6 +85,31 @@ def forecast_metrics(prefix: str, actual: np.ndarray, forecast: np.ndarray, pers
                                            np.sign(actual[pers_ok & nonzero])),
         f"{prefix}dir_acc_majority": _mean((actual[nonzero] > 0) == majority_up),
     }
+
+
+def return_direction_metrics(close: np.ndarray, idx: np.ndarray, train_idx: np.ndarray, outputs: np.ndarray, *,
+                             horizon: int, targets: Sequence[str], flat_threshold: float,
+                             return_scale: float = 1.0) -> dict[str, Any]:
+    """A return / direction forecaster's metrics on rows ``idx`` (the LSTM's and the GBM's alike): return MAE and
+    direction vs zero, persistence, reversal and majority sign; class accuracy and log loss vs the training prior,
+    the majority class and persistence. ``outputs``: the ``return`` column first (times ``return_scale`` is the
+    log return), then the 3 direction probabilities."""
+    fwd = forward_log_return(close, horizon)
+    back = backward_log_return(close, horizon)
+    ok = np.isfinite(fwd[idx]) & np.isfinite(outputs).all(axis=1)
+    tr = train_idx[np.isfinite(fwd[train_idx])]
+    actual, out = fwd[idx][ok], outputs[ok].astype(np.float64)
+    metrics: dict[str, Any] = {"n_eval": int(ok.sum())}
+    col = 0
+    if "return" in targets:
+        metrics.update(forecast_metrics("ret_", actual, out[:, 0] * return_scale, back[idx][ok], fwd[tr]))
+        col = 1
+    if "direction" in targets:
+        y = direction_labels(actual, flat_threshold).astype(int)
+        persistence = direction_labels(back[idx][ok], flat_threshold)
+        metrics.update(classification_metrics("cls_", y, out[:, col:col + 3],
+                                              direction_labels(fwd[tr], flat_threshold).astype(int), persistence))
+    return metrics
 
 
 def _mean(values: np.ndarray) -> float:
