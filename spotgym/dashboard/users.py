@@ -8,10 +8,8 @@ others may read it. No password is ever written anywhere: only ``argon2id`` hash
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from spotgym.core.private import config_path, write_private_json
 
 __all__ = ["MIN_PASSWORD", "UserError", "UserStore", "default_users_path"]
 
@@ -32,11 +32,8 @@ class UserError(ValueError):
 
 
 def default_users_path() -> Path:
-    """``$XDG_CONFIG_HOME/spotgym/users.json`` (absolute ``XDG_CONFIG_HOME`` only), else
-    ``~/.config/spotgym/users.json``."""
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
-    return root / "spotgym" / "users.json"
+    """``$XDG_CONFIG_HOME/spotgym/users.json``, else ``~/.config/spotgym/users.json``."""
+    return config_path("users.json")
 
 
 def check_name(name: str) -> str:
@@ -128,22 +125,7 @@ class UserStore:
         self._write(users)
 
     def _write(self, users: dict[str, dict[str, Any]]) -> None:
-        folder = self.path.parent
-        if not folder.exists():
-            folder.mkdir(parents=True, mode=0o700)
-        text = json.dumps({"format": _FORMAT, "version": 1, "users": users}, indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".users-", suffix=".tmp", dir=folder)  # created 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        os.chmod(self.path, 0o600)
+        write_private_json(self.path, {"format": _FORMAT, "version": 1, "users": users}, indent=2, sort_keys=True)
         with self._lock:
             self._cache = (None, {})
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import getpass
 import hashlib
 import hmac
@@ -37,7 +36,6 @@ import re
 import secrets as _random
 import stat
 import sys
-import tempfile
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -45,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
+
+from spotgym.core.private import config_path, write_private_json
 
 __all__ = [
     "NETWORKS",
@@ -141,11 +141,8 @@ def _check_network(network: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------ keystore
 def default_keystore_path() -> Path:
-    """``$XDG_CONFIG_HOME/spotgym/keys.json`` (an absolute ``XDG_CONFIG_HOME`` only, as the XDG spec says), else
-    ``~/.config/spotgym/keys.json``."""
-    base = os.environ.get("XDG_CONFIG_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
-    return root / "spotgym" / "keys.json"
+    """``$XDG_CONFIG_HOME/spotgym/keys.json``, else ``~/.config/spotgym/keys.json``."""
+    return config_path("keys.json")
 
 
 def _b64(data: bytes) -> str:
@@ -357,46 +354,11 @@ class Keystore:
 
     def _save(self, entries: list[dict[str, Any]]) -> None:
         doc = {"format": _FORMAT, "version": _VERSION, "keys": sorted(entries, key=lambda e: e["name"])}
-        parent = self.path.parent
-        tmp = None
         try:
-            _make_private_dirs(parent)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                json.dump(doc, fh, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-            tmp = None
-            _fsync_dir(parent)
+            write_private_json(self.path, doc, indent=2)
         except OSError as exc:
             raise KeyStoreError(f"cannot write keystore {self.path}: {exc.strerror or type(exc).__name__}") from None
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
-
-def _make_private_dirs(directory: Path) -> None:
-    """Create ``directory`` and any missing parents with mode 0700 (existing ones are left as they are)."""
-    missing = []
-    while not directory.exists():
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        path.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------- environment, resolve
