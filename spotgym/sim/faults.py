@@ -168,6 +168,13 @@ class Faults:
         with self._lock:
             self.rules = rules
 
+    def clear(self) -> None:
+        """No rules, an empty fault log and a zero count (a test's fresh start)."""
+        with self._lock:
+            self.rules = []
+            self.log.clear()
+            self.injected = 0
+
     def describe(self) -> dict[str, Any]:
         with self._lock:
             return {"rules": [{"kind": r.kind, "path": r.path, "remaining": r.remaining, **r.options}

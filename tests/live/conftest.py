@@ -68,11 +68,7 @@ class LiveSim:
     def reset(self) -> int:
         """A fresh exchange (clock at the start, fresh accounts), no fault rules, the fault count at 0; the request
         log is kept (take a ``mark()``)."""
-        faults = self.app.state.faults
-        self.clear_faults()
-        with faults._lock:
-            faults.log.clear()
-            faults.injected = 0
+        self.app.state.faults.clear()
         reply = self.post("/sim/reset")
         assert reply.status_code == 200, reply.text
         return reply.json()["time"]

@@ -62,11 +62,7 @@ class Sim:
 
     def reset(self) -> int:
         """A fresh exchange (clock at the start, default account only), no fault rules and an empty fault log."""
-        faults = self.app.state.faults
-        self.set_faults([])
-        with faults._lock:
-            faults.log.clear()
-            faults.injected = 0
+        self.app.state.faults.clear()
         reply = self.post("/sim/reset")
         assert reply.status_code == 200, reply.text
         return reply.json()["time"]
