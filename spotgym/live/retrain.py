@@ -22,7 +22,7 @@ import pandas as pd
 from spotgym.data import load_bars
 from spotgym.data.timeframes import timeframe_to_ms
 from spotgym.live.journal import Journal
-from spotgym.workflows.backtest import backtest
+from spotgym.workflows.backtest import backtest, utc_time
 from spotgym.workflows.experiment import load_experiment
 from spotgym.workflows.train import train
 
@@ -77,8 +77,7 @@ def retrain(champion: str | Path, *, data: str | Path, until: str | None = None,
     exp = load_experiment(champ / "config.yaml")
     tf = pd.Timedelta(milliseconds=timeframe_to_ms(exp.data.timeframe))
     bars = load_bars(data, exp.data.gap_policy, symbol=exp.data.symbol)
-    last = bars.index[-1] if until is None else pd.Timestamp(until, tz="UTC") if pd.Timestamp(until).tzinfo is None \
-        else pd.Timestamp(until).tz_convert("UTC")
+    last = bars.index[-1] if until is None else utc_time(until, "--until")
     last = bars.index[bars.index.searchsorted(last, side="right") - 1]
     eval_start = last - eval_bars * tf
     if eval_start <= bars.index[0]:

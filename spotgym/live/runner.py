@@ -50,9 +50,10 @@ from spotgym.live.journal import Journal
 from spotgym.live.logs import configure_json_log, default_log_path, set_log_context
 from spotgym.live.metrics import LiveMetrics
 from spotgym.live.notify import NotifyHub
+from spotgym.predictors.stream import FrameStream
 from spotgym.risk import flag_names
 from spotgym.venue import make_exchange
-from spotgym.workflows.backtest import WARMUP_BARS, run_rules
+from spotgym.workflows.backtest import WARMUP_BARS, run_rules, utc_time
 from spotgym.workflows.experiment import Experiment, load_experiment
 from spotgym.workflows.train import load_run_actor, selection_summary
 
@@ -171,11 +172,7 @@ def obs_hash(obs: Any) -> str:
 
 
 def _ts(value: str) -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise LiveError(f"--from: {value!r} is not a date / time (ISO, e.g. 2024-06-01 or 2024-06-01T12:00)") from None
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return utc_time(value, "--from")
 
 
 class _Stop:
@@ -342,16 +339,10 @@ class LiveRunner:
             raise LiveError(f"the replay exchange did not step its clock: {reply.text[:200]}")
 
     # ------------------------------------------------------------------ frame
-    def _frame_stream(self, bars: pd.DataFrame):
+    def _frame_stream(self, bars: pd.DataFrame) -> FrameStream:
+        """The run's frame over the warm-up bars, grown bar by bar as the batch pipeline would build it."""
         spec = self.exp.frame_spec()
-        folder = self.run_dir / "predictors"
-        try:
-            from spotgym.predictors.stream import FrameStream
-        except ImportError:  # pragma: no cover - the batch fallback
-            FrameStream = None
-        if FrameStream is not None:
-            return FrameStream(bars, spec, folder if spec.predictors is not None else None)
-        return _BatchStream(bars, spec, folder)
+        return FrameStream(bars, spec, self.run_dir / "predictors" if spec.predictors is not None else None)
 
     # ------------------------------------------------------------------ the session
     def run(self) -> dict[str, Any]:
@@ -709,22 +700,6 @@ def _summary_text(s: dict[str, Any]) -> str:
             f"{s['fills']} fills, fees {s['fees']:,.2f}; equity {s['start_equity']:,.2f} -> {s['equity']:,.2f} "
             f"({100 * s['return']:+.2f} %, buy & hold {100 * s['buy_and_hold']:+.2f} %){' HALTED' if s['halted'] else ''}"
             f" in {s['seconds']:.1f} s\n  journal: {s['journal']}")
-
-
-class _BatchStream:
-    """Fallback frame stream: the batch frame rebuilt over every bar so far (exact, O(history) per bar)."""
-
-    def __init__(self, bars: pd.DataFrame, spec, folder: Path) -> None:
-        from spotgym.predictors import apply_fitted_predictors
-
-        self._apply = lambda b: apply_fitted_predictors(b, spec, folder)
-        self.bars = bars
-        self.frame = self._apply(bars)
-
-    def update(self, new_bars: pd.DataFrame):
-        self.bars = pd.concat([self.bars, new_bars])
-        self.frame = self._apply(self.bars)
-        return self.frame.slice(len(self.frame) - len(new_bars), len(self.frame))
 
 
 def run_live(run_dir: str | Path, settings: LiveSettings, *, out=print) -> dict[str, Any]:

@@ -30,14 +30,15 @@ from spotgym.workflows.experiment import Experiment, load_experiment
 from spotgym.workflows.prepare import Prepared, pool_rows, prepare, resolve_rules
 from spotgym.workflows.train import load_run_actor, selection_summary
 
-__all__ = ["SPLITS", "WARMUP_BARS", "backtest", "frame_with_fitted_predictors", "rows_between", "run_rules"]
+__all__ = ["SPLITS", "WARMUP_BARS", "backtest", "frame_with_fitted_predictors", "rows_between", "run_rules", "utc_time"]
 
 log = logging.getLogger(__name__)
 SPLITS = ("val", "test")
 WARMUP_BARS = 1000  # bars before --from that warm indicators and predictors up; `spotgym live run` fetches as many
 
 
-def _utc(value: str, flag: str) -> pd.Timestamp:
+def utc_time(value: str, flag: str) -> pd.Timestamp:
+    """``value`` (ISO; naive = UTC) as a UTC timestamp; a ValueError naming ``flag`` when it is not a time."""
     try:
         t = pd.Timestamp(value)
     except (ValueError, TypeError):
@@ -131,7 +132,7 @@ def backtest(run_dir: str | Path, split: str = "test", data: str | Path | None =
     else:
         first = None
         if start is not None:
-            first, last = _utc(start, "--from"), _utc(end, "--to")
+            first, last = utc_time(start, "--from"), utc_time(end, "--to")
             if last <= first:
                 raise ValueError(f"--to {end} is not after --from {start}")
             tf = pd.Timedelta(milliseconds=timeframe_to_ms(exp.data.timeframe))
