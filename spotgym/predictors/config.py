@@ -22,6 +22,15 @@ _fail = checks.fail
 _names = checks.names
 
 
+def _check_model_fields(config: Any, owner: str, targets: tuple[str, ...]) -> None:
+    """What every model config shares: an identifier-like ``name`` (the columns' prefix), optional ``inputs``,
+    ``targets`` among those the model knows."""
+    if not isinstance(config.name, str) or not config.name.isidentifier():
+        _fail(owner, "name", "must be an identifier-like column prefix", config.name)
+    object.__setattr__(config, "inputs", _names(owner, "inputs", config.inputs, allow_none=True))
+    object.__setattr__(config, "targets", _names(owner, "targets", config.targets, targets))
+
+
 def _set_int(obj: Any, owner: str, field: str, low: int, allow_none: bool = False) -> None:
     """Validate an int field (a whole float such as YAML's ``8.0`` becomes ``8``)."""
     object.__setattr__(obj, field, checks.integer(owner, field, getattr(obj, field), low, allow_none=allow_none))
@@ -101,10 +110,7 @@ class LSTMConfig(_ConfigMixin):
 
     def __post_init__(self) -> None:
         o = "LSTMConfig"
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            _fail(o, "name", "must be an identifier-like column prefix", self.name)
-        object.__setattr__(self, "inputs", _names(o, "inputs", self.inputs, allow_none=True))
-        object.__setattr__(self, "targets", _names(o, "targets", self.targets, LSTM_TARGETS))
+        _check_model_fields(self, o, LSTM_TARGETS)
         if self.cell not in CELLS:
             _fail(o, "cell", f"must be one of {CELLS}", self.cell)
         if self.device not in DEVICES:
@@ -161,10 +167,7 @@ class RegimeConfig(_ConfigMixin):
 
     def __post_init__(self) -> None:
         o = "RegimeConfig"
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            _fail(o, "name", "must be an identifier-like column prefix", self.name)
-        object.__setattr__(self, "inputs", _names(o, "inputs", self.inputs, allow_none=True))
-        object.__setattr__(self, "targets", _names(o, "targets", self.targets, REGIME_TARGETS))
+        _check_model_fields(self, o, REGIME_TARGETS)
         for name, low in (("horizon", 1), ("vol_window", 2), ("max_iter", 1), ("max_leaf_nodes", 2),
                           ("min_samples_leaf", 1), ("n_iter_no_change", 1), ("seed", 0), ("threads", 1)):
             _set_int(self, o, name, low)
@@ -225,10 +228,7 @@ class GBMConfig(_ConfigMixin):
 
     def __post_init__(self) -> None:
         o = "GBMConfig"
-        if not isinstance(self.name, str) or not self.name.isidentifier():
-            _fail(o, "name", "must be an identifier-like column prefix", self.name)
-        object.__setattr__(self, "inputs", _names(o, "inputs", self.inputs, allow_none=True))
-        object.__setattr__(self, "targets", _names(o, "targets", self.targets, GBM_TARGETS))
+        _check_model_fields(self, o, GBM_TARGETS)
         if isinstance(self.lags, str) or not isinstance(self.lags, list | tuple):
             _fail(o, "lags", "must be a list of positive integers (bars back)", self.lags)
         lags = tuple(checks.integer(o, "lags", lag, 1) for lag in self.lags)
