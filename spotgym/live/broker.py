@@ -35,7 +35,7 @@ import ccxt
 from spotgym.envs.ports import Fill, Order
 from spotgym.live.journal import ORDER_FINAL, Journal
 
-__all__ = ["BrokerHalted", "CcxtBroker", "OrderUnresolved", "PaperBroker", "classify", "client_order_id",
+__all__ = ["BrokerHalted", "CcxtBroker", "OrderUnresolved", "PaperBroker", "classify", "client_order_id", "retry_after_seconds",
            "session_prefix"]
 
 log = logging.getLogger("spotgym.live.broker")
@@ -84,7 +84,7 @@ def classify(exc: BaseException) -> str:
     return "ambiguous"  # an exchange error we do not know, a parse failure: assume it may have gone through
 
 
-def _retry_after(client: Any, default: float) -> float:
+def retry_after_seconds(client: Any, default: float) -> float:
     headers = getattr(client, "last_response_headers", None) or {}
     for key, value in headers.items():
         if str(key).lower() == "retry-after":
@@ -158,7 +158,7 @@ class CcxtBroker:
         return self.backoff_s[min(attempt, len(self.backoff_s) - 1)]
 
     def _ban(self, exc: BaseException) -> BrokerHalted:
-        seconds = _retry_after(self.client, 120.0)
+        seconds = retry_after_seconds(self.client, 120.0)
         self.banned_until = self.clock() + seconds
         self.on_event("ban", retry_after_s=seconds, error=_scrub(exc, self._secrets))
         return BrokerHalted(f"the exchange banned this IP for {seconds:.0f} s (HTTP 418): trading halted",
@@ -252,7 +252,7 @@ class CcxtBroker:
                     self.journal.update_order(cid, "not_placed", note=note, last_error=note)
                     raise self._ban(exc) from None
                 if kind == "throttle":
-                    wait = _retry_after(self.client, self.throttle_default_s)
+                    wait = retry_after_seconds(self.client, self.throttle_default_s)
                     self.journal.update_order(cid, "intent", note=f"throttled, retry in {wait:g} s: {note}")
                     self.on_event("throttled", client_id=cid, retry_after_s=wait)
                     self.sleep(wait)
@@ -304,7 +304,7 @@ class CcxtBroker:
                 if kind == "ban":
                     raise self._ban(exc) from None
                 if kind == "throttle":
-                    self.sleep(_retry_after(self.client, self.throttle_default_s))
+                    self.sleep(retry_after_seconds(self.client, self.throttle_default_s))
                     continue
                 if kind == "clock":
                     self._resync_clock()

@@ -20,6 +20,7 @@ import pandas as pd
 
 from spotgym.core import FeatureFrame
 from spotgym.data import load_bars
+from spotgym.data.timeframes import ms_to_timeframe
 
 __all__ = ["FeedStopped", "LiveFeed", "sim_clock"]
 
@@ -53,7 +54,7 @@ class LiveFeed:
                  before_poll: Callable[[], None] | None = None, should_stop: Callable[[], bool] | None = None,
                  on_event: Callable[..., None] | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.client, self.symbol, self.tf = client, symbol, int(timeframe_ms)
-        self.timeframe = _tf_text(self.tf)
+        self.timeframe = ms_to_timeframe(self.tf)
         self.rows_for, self.gap_policy, self.poll_s = rows_for, gap_policy, poll_s
         self.stale_ms = int(stale_bars * self.tf + grace_s * 1000)
         self.before_poll, self.should_stop = before_poll, should_stop or (lambda: False)
@@ -97,7 +98,7 @@ class LiveFeed:
                                 index=pd.DatetimeIndex([], tz="UTC", name="time"), dtype=np.float64)
         df = pd.DataFrame(rows, columns=["timestamp", "open", "high", "low", "close", "volume"])
         df = df.drop_duplicates("timestamp", keep="last").sort_values("timestamp")
-        return load_bars(df, "mark", timeframe=_tf_text(self.tf), symbol=self.symbol)
+        return load_bars(df, "mark", timeframe=ms_to_timeframe(self.tf), symbol=self.symbol)
 
     # ------------------------------------------------------------------ the port
     def start(self, last_ms: int, last_close: float | None = None) -> None:
@@ -161,9 +162,3 @@ def _fill_from(bars: pd.DataFrame, last_ms: int, tf: int, last_close: float | No
     filled["volume"] = filled["volume"].fillna(0.0)
     filled["synthetic"] = synthetic
     return filled
-
-
-def _tf_text(tf_ms: int) -> str:
-    from spotgym.data.timeframes import ms_to_timeframe
-
-    return ms_to_timeframe(tf_ms)

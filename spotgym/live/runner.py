@@ -662,7 +662,7 @@ class LiveRunner:
         """A start-up read, asked again through transient failures (network, 5xx, 429 after its Retry-After)."""
         import ccxt
 
-        from spotgym.live.broker import _retry_after
+        from spotgym.live.broker import retry_after_seconds
 
         for attempt in range(tries):
             try:
@@ -672,7 +672,7 @@ class LiveRunner:
             except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
                 if attempt == tries - 1:
                     raise LiveError(f"{what} unavailable after {tries} tries: {type(exc).__name__}") from None
-                wait = _retry_after(self.client, min(2.0 ** attempt, 10.0))
+                wait = retry_after_seconds(self.client, min(2.0 ** attempt, 10.0))
                 self.event("startup_retry", None, what=what, error=type(exc).__name__, wait_s=wait)
                 time.sleep(wait)
         raise AssertionError("unreachable")
